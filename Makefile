@@ -1,0 +1,51 @@
+# The two commands a user types on a fresh clone:
+#   make demo   # install, then evaluate the bundled sample crystals (CPU only)
+#   make test   # install, then run the test suite CI runs
+# Both create or refresh the virtual environment in .venv first.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.crystalforge-installed
+# MLFFs on small machines: one thread per process is 4-8x faster than oversubscription;
+# matgl/huggingface must never wait on a download.
+export OMP_NUM_THREADS ?= 1
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: install demo test test-slow lint format reference benchmark-novelty clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	# torch first and exactly pinned: a looser spec pulls GBs of CUDA wheels.
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/crystalforge evaluate data/samples/demo_samples.extxyz --relax chgnet --output demo-output
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+reference: $(STAMP)
+	$(BIN)/python scripts/build_reference.py --shared ../shared/data --out data/reference
+
+benchmark-novelty: $(STAMP)
+	$(BIN)/python benchmarks/novelty.py
+
+clean:
+	rm -rf $(VENV) demo-output crystalforge-output .pytest_cache .ruff_cache

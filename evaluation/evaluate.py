@@ -1,0 +1,295 @@
+"""``crystalforge evaluate``: S.U.N. evaluation of a set of crystals, as the paper defines it.
+
+The stages, in order:
+
+1. validity of each input structure (structure and SMACT composition);
+2. optionally, MLFF relaxation (CHGNet by default) — RMSD to the relaxed structure (Eq. D47)
+   and MLFF energies; failures are recorded for that structure only;
+3. uniqueness within the set and novelty against the reference (StructureMatcher, ltol 0.2,
+   stol 0.3, angle_tol 5, bucketed by reduced formula);
+4. energy above hull at ONE level of theory: MLFF energies against the reference structures of
+   the chemical system relaxed with the same MLFF and its own elemental references; or, for
+   inputs that carry Materials Project-style DFT energies, MP2020-corrected formation energies
+   against the composition-level MP reference. Nothing else is mixed.
+5. stability (E_hull < threshold, and the strict E_hull ≤ 0), S.U.N., summary, files.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pymatgen.core import Structure
+
+from evaluation.matching import MatcherSettings, ReferenceIndex, find_duplicates
+from evaluation.metrics import (
+    STABILITY_THRESHOLD,
+    is_compositionally_valid,
+    is_on_hull,
+    is_stable,
+    is_structurally_valid,
+    rmsd,
+)
+from evaluation.records import CrystalRecord
+from evaluation.report import (
+    StructureEvaluation,
+    summarize,
+    write_plots,
+    write_structures_csv,
+    write_summary,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationSettings:
+    """How to evaluate.
+
+    Attributes
+    ----------
+    relax
+        ``"none"`` or an MLFF name accepted by :func:`evaluation.mlff.load_calculator`
+        (``"chgnet"``, ``"sevennet"``, ``"7net-l3i5"``, ...).
+    stability_threshold
+        E_hull (eV/atom) below which a structure is stable; the paper uses 0.1.
+    disorder
+        Use the ordered–disordered matcher for novelty (published paper, Supplementary D.4).
+    n_jobs
+        Worker processes for matching.
+    relax_fmax, relax_steps
+        Force criterion (eV/Å) and step budget of the MLFF relaxation.
+    """
+
+    relax: str = "none"
+    stability_threshold: float = STABILITY_THRESHOLD
+    disorder: bool = False
+    n_jobs: int = 1
+    relax_fmax: float = 0.05
+    relax_steps: int = 500
+    matcher: MatcherSettings = field(default_factory=MatcherSettings)
+
+
+@dataclass
+class EvaluationResult:
+    """Rows, summary and the reference description of one evaluation."""
+
+    rows: list[StructureEvaluation]
+    summary: dict[str, Any]
+
+    def write(self, output_dir: Path) -> list[Path]:
+        """Write ``summary.json``, ``structures.csv`` and the plots into ``output_dir``."""
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_structures_csv(self.rows, output_dir / "structures.csv")
+        plots = write_plots(self.rows, output_dir, self.summary["settings"]["stability_threshold"])
+        write_summary(self.summary, output_dir / "summary.json")
+        return [output_dir / "summary.json", output_dir / "structures.csv", *plots]
+
+
+def _validity_rows(records: Sequence[CrystalRecord]) -> list[StructureEvaluation]:
+    rows = []
+    for index, record in enumerate(records):
+        structure = record.structure
+        valid_structure = structure.is_ordered and is_structurally_valid(structure)
+        valid_composition = is_compositionally_valid(structure.composition)
+        rows.append(
+            StructureEvaluation(
+                index=index,
+                id=record.id,
+                source=record.source,
+                formula=record.formula,
+                chemsys=record.chemsys,
+                n_atoms=len(structure),
+                valid=valid_structure and valid_composition,
+                valid_structure=valid_structure,
+                valid_composition=valid_composition,
+                unique=True,
+                duplicate_of=None,
+                novel=True,
+                matched_reference=None,
+            )
+        )
+    return rows
+
+
+def _relax(
+    records: Sequence[CrystalRecord], rows: list[StructureEvaluation], settings: EvaluationSettings
+) -> list[Structure]:
+    """Relax with the MLFF; returns the structures to judge (relaxed where it succeeded)."""
+    from evaluation.mlff import relax_structures
+
+    results = relax_structures(
+        [r.structure for r in records],
+        model=settings.relax,
+        fmax=settings.relax_fmax,
+        max_steps=settings.relax_steps,
+    )
+    judged = []
+    for record, row, result in zip(records, rows, results, strict=True):
+        row.relax_status = result.status
+        row.relax_message = result.message
+        if result.status in ("ok", "not_converged") and result.structure is not None:
+            judged.append(result.structure)
+            row.energy_per_atom = result.energy_per_atom
+            row.level_of_theory = result.level_of_theory
+            try:
+                row.rmsd = rmsd(record.structure, result.structure)
+            except ValueError as error:  # an MLFF never changes atoms; guard all the same
+                row.relax_message = f"{row.relax_message} rmsd: {error}".strip()
+        else:
+            judged.append(record.structure)
+    return judged
+
+
+def _mlff_stability(
+    judged: Sequence[Structure],
+    rows: list[StructureEvaluation],
+    reference: Sequence[CrystalRecord],
+    model: str,
+) -> None:
+    """E_hull of MLFF energies against the same MLFF's hull of each chemical system."""
+    from evaluation.mlff import mlff_hull_reference
+
+    hulls: dict[str, Any] = {}
+    for structure, row in zip(judged, rows, strict=True):
+        if row.energy_per_atom is None or not math.isfinite(row.energy_per_atom):
+            row.hull_message = "no MLFF energy (relaxation failed)"
+            continue
+        chemsys = row.chemsys
+        if chemsys not in hulls:
+            elements = set(chemsys.split("-"))
+            in_system = [
+                r
+                for r in reference
+                if {el.symbol for el in r.structure.composition.elements} <= elements
+                and r.structure.is_ordered
+            ]
+            try:
+                hulls[chemsys] = mlff_hull_reference(chemsys, in_system, model)
+            except (ValueError, KeyError) as error:
+                hulls[chemsys] = error
+        hull = hulls[chemsys]
+        if isinstance(hull, Exception):
+            row.hull_message = str(hull)
+            continue
+        result = hull.e_above_hull(
+            structure.composition,
+            row.energy_per_atom * len(structure),
+            level_of_theory=row.level_of_theory,
+        )
+        row.e_above_hull = result.e_above_hull
+        row.formation_energy_per_atom = result.formation_energy_per_atom
+        row.hull_reference = result.reference
+        row.correction = result.correction
+
+
+def _dft_stability(records: Sequence[CrystalRecord], rows: list[StructureEvaluation]) -> None:
+    """E_hull of inputs that carry MP-style DFT energies, against the MP composition hull."""
+    from evaluation.hull import CompositionHullReference, mp_entry_e_above_hull
+
+    carrying = [(rec, row) for rec, row in zip(records, rows, strict=True) if rec.energy is not None]
+    if not carrying:
+        return
+    hull = CompositionHullReference.default()
+    for record, row in carrying:
+        try:
+            result = mp_entry_e_above_hull(record, hull)
+        except ValueError as error:
+            row.hull_message = str(error)
+            continue
+        row.energy_per_atom = record.energy / len(record.structure)
+        row.e_above_hull = result.e_above_hull
+        row.formation_energy_per_atom = result.formation_energy_per_atom
+        row.level_of_theory = result.level_of_theory
+        row.hull_reference = result.reference
+        row.correction = result.correction
+        if getattr(result, "correction_mismatch", False):
+            row.hull_message = "MP2020-corrected energy against the legacy-corrected MP hull"
+
+
+def evaluate(
+    records: Sequence[CrystalRecord],
+    reference: Sequence[CrystalRecord],
+    settings: EvaluationSettings | None = None,
+    *,
+    reference_name: str = "reference",
+    reference_index: ReferenceIndex | None = None,
+) -> EvaluationResult:
+    """Evaluate ``records`` against ``reference`` (see the module docstring for the stages).
+
+    Parameters
+    ----------
+    records
+        The crystals to evaluate, in sampling order (uniqueness keeps the first of a kind).
+    reference
+        The novelty reference and the source of reference structures for MLFF hulls.
+    settings
+        :class:`EvaluationSettings`; defaults follow the paper.
+    reference_name
+        How the reference is named in the summary (a path or ``"shipped"``).
+    reference_index
+        A prebuilt index over ``reference`` (else one is built, cached on disk).
+    """
+    settings = settings or EvaluationSettings()
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    rows = _validity_rows(records)
+    timings["validity_s"] = time.perf_counter() - clock
+
+    judged = [r.structure for r in records]
+    if settings.relax != "none":
+        clock = time.perf_counter()
+        judged = _relax(records, rows, settings)
+        timings["relax_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    duplicate_of = find_duplicates(judged, settings=settings.matcher, n_jobs=settings.n_jobs)
+    for row, earlier in zip(rows, duplicate_of, strict=True):
+        row.duplicate_of = earlier
+        row.unique = earlier is None
+    timings["uniqueness_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    index = reference_index or ReferenceIndex.build(
+        reference, settings=settings.matcher, disorder=settings.disorder
+    )
+    matches = index.matches(judged, n_jobs=settings.n_jobs)
+    for row, match in zip(rows, matches, strict=True):
+        row.matched_reference = match
+        row.novel = match is None
+    timings["novelty_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    if settings.relax != "none":
+        _mlff_stability(judged, rows, reference, settings.relax)
+    else:
+        _dft_stability(records, rows)
+    for row in rows:
+        row.stable = is_stable(row.e_above_hull, settings.stability_threshold)
+        row.on_hull = is_on_hull(row.e_above_hull)
+        row.sun = row.stable and row.unique and row.novel
+        row.sun_on_hull = row.on_hull and row.unique and row.novel
+    timings["hull_s"] = time.perf_counter() - clock
+
+    summary = summarize(rows)
+    levels = sorted({r.level_of_theory for r in rows if r.level_of_theory})
+    summary["stability_evaluated"] = summary["n_with_energy"] > 0
+    summary["level_of_theory"] = levels[0] if len(levels) == 1 else levels
+    summary["reference"] = {"name": reference_name, "n_structures": len(reference)}
+    summary["settings"] = {
+        "relax": settings.relax,
+        "stability_threshold": settings.stability_threshold,
+        "disorder_matching": settings.disorder,
+        "matcher": settings.matcher.as_dict(),
+        "relax_fmax": settings.relax_fmax,
+        "relax_steps": settings.relax_steps,
+    }
+    summary["timings"] = timings
+    return EvaluationResult(rows=rows, summary=summary)

@@ -1,0 +1,237 @@
+"""The ``crystalforge`` command line.
+
+Every command turns bad input into one specific line on stderr and exit code 2; nothing that
+was already written is touched when a command fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+# MLFF work on small machines: one thread per process is 4-8x faster than oversubscription,
+# and matgl/huggingface must never hang on a download. Set before torch is imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+app = typer.Typer(
+    name="crystalforge",
+    help=(
+        "CrystalForge: generative materials discovery. Generate crystals with a MatterGen-style "
+        "diffusion model, pre-relax them with MLFFs, and score them for stability, uniqueness "
+        "and novelty (S.U.N.)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Inspect, convert and build crystal data sets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+EXIT_BAD_INPUT = 2
+
+
+class RelaxModel(str, Enum):
+    """MLFFs that run offline out of the box (their weights ship with the package)."""
+
+    none = "none"
+    chgnet = "chgnet"
+    sevennet = "sevennet"
+    sevennet_l3i5 = "7net-l3i5"
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=EXIT_BAD_INPUT)
+
+
+def _bad_input_errors() -> tuple[type[Exception], ...]:
+    """The exception types that mean 'the user's input is wrong', not 'a bug'."""
+    from evaluation.records import CrystalInputError
+
+    errors: list[type[Exception]] = [CrystalInputError]
+    try:
+        from evaluation.hull import LevelOfTheoryMismatch
+
+        errors.append(LevelOfTheoryMismatch)
+    except ImportError:  # pragma: no cover - hull is part of the package
+        pass
+    try:
+        from evaluation.mlff import MLFFUnavailable
+
+        errors.append(MLFFUnavailable)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+def _read(path: Path):
+    from evaluation.crystal_io import read_crystals
+
+    result = read_crystals(path)
+    for problem in result.problems[:20]:
+        typer.secho(f"skipped {problem}", err=True, fg=typer.colors.YELLOW)
+    if result.n_skipped > 20:
+        typer.secho(f"... and {result.n_skipped - 20} more", err=True, fg=typer.colors.YELLOW)
+    typer.echo(f"{path}: {result.summary_line()}", err=True)
+    return result
+
+
+@app.command()
+def evaluate(
+    samples: Annotated[Path, typer.Argument(help="Crystals to evaluate (CSV, CIF folder/zip, extxyz, JSON/JSONL).")],
+    reference: Annotated[
+        Path | None,
+        typer.Option(help="Novelty/hull reference (any readable format). Default: the shipped set."),
+    ] = None,
+    relax: Annotated[
+        RelaxModel, typer.Option(help="Relax with this offline MLFF first; E_hull then uses its energies.")
+    ] = RelaxModel.none,
+    output: Annotated[Path, typer.Option(help="Folder for summary.json, structures.csv and plots.")] = Path(
+        "crystalforge-output"
+    ),
+    stability_threshold: Annotated[float, typer.Option(help="Stable means E_hull below this (eV/atom).")] = 0.1,
+    disorder: Annotated[
+        bool, typer.Option(help="Ordered–disordered matcher: ordered approximants of a known alloy are not novel.")
+    ] = False,
+    n_jobs: Annotated[int, typer.Option(help="Worker processes for structure matching.")] = 1,
+    fmax: Annotated[float, typer.Option(help="Relaxation force criterion (eV/Å).")] = 0.05,
+    steps: Annotated[int, typer.Option(help="Relaxation step budget.")] = 500,
+) -> None:
+    """Score crystals: validity, uniqueness, novelty, stability and S.U.N. rate."""
+    try:
+        from evaluation.evaluate import EvaluationSettings, evaluate as run_evaluation
+        from evaluation.reference import load_reference
+
+        if n_jobs < 1:
+            raise _fail(f"--n-jobs must be at least 1, got {n_jobs}")
+        if steps < 1 or fmax <= 0:
+            raise _fail("--steps must be positive and --fmax greater than 0")
+        samples_read = _read(samples)
+        reference_read = load_reference(reference)
+        reference_name = str(reference) if reference else "shipped reference set"
+        typer.echo(f"reference ({reference_name}): {reference_read.summary_line()}", err=True)
+        settings = EvaluationSettings(
+            relax=relax.value,
+            stability_threshold=stability_threshold,
+            disorder=disorder,
+            n_jobs=n_jobs,
+            relax_fmax=fmax,
+            relax_steps=steps,
+        )
+        result = run_evaluation(
+            samples_read.records,
+            reference_read.records,
+            settings,
+            reference_name=reference_name,
+        )
+        result.summary["input"] = {"path": str(samples), "n_skipped": samples_read.n_skipped}
+        written = result.write(output)
+    except _bad_input_errors() as error:
+        raise _fail(str(error)) from None
+    _print_summary(result.summary)
+    typer.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+def _print_summary(summary: dict) -> None:
+    def pct(name: str) -> str:
+        value = summary.get(name)
+        return "n/a" if value is None else f"{100 * value:5.1f}%"
+
+    n = summary["n_structures"]
+    lines = [
+        f"structures           {n}",
+        f"valid                {pct('frac_valid')}  (structure {pct('frac_valid_structure')}, composition {pct('frac_valid_composition')})",
+        f"unique               {pct('frac_unique')}",
+        f"novel                {pct('frac_novel')}",
+        f"unique & novel       {pct('frac_unique_novel')}",
+    ]
+    if summary.get("stability_evaluated"):
+        threshold = summary["settings"]["stability_threshold"]
+        lines += [
+            f"stable (<{threshold})       {pct('frac_stable')}   on hull (<=0) {pct('frac_on_hull')}",
+            f"S.U.N.               {pct('frac_sun')}   S.U.N. on hull {pct('frac_sun_on_hull')}",
+            f"avg E_hull           {summary['avg_e_above_hull']:.3f} eV/atom  ({summary['level_of_theory']})",
+        ]
+    else:
+        lines.append("stability            not evaluated (no energies; use --relax chgnet)")
+    if summary.get("avg_rmsd") is not None:
+        lines.append(f"avg RMSD to relaxed  {summary['avg_rmsd']:.3f} Å   relax failures {summary['n_relax_failed']}")
+    typer.echo("\n".join(lines))
+
+
+@data_app.command("info")
+def data_info(
+    path: Annotated[Path, typer.Argument(help="A crystal file or folder in any supported format.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Counts, elements, atoms-per-cell histogram and properties of a crystal data set."""
+    from evaluation.data_info import summarize as summarize_data
+
+    try:
+        result = _read(path)
+    except _bad_input_errors() as error:
+        raise _fail(str(error)) from None
+    summary = summarize_data(result)
+    typer.echo(json.dumps(summary.to_dict(), indent=2) if as_json else summary.to_text())
+
+
+@data_app.command("convert")
+def data_convert(
+    source: Annotated[Path, typer.Argument(help="Input crystals (any supported format).")],
+    destination: Annotated[Path, typer.Argument(help="Output: .extxyz, .zip (CIFs), or .jsonl[.gz].")],
+) -> None:
+    """Convert crystals between formats (extxyz, zip of CIFs, JSONL), keeping provenance."""
+    from evaluation.crystal_io import write_cif_zip, write_extxyz, write_jsonl
+
+    name = destination.name.lower()
+    if name.endswith((".extxyz", ".xyz")):
+        writer = write_extxyz
+    elif name.endswith(".zip"):
+        writer = write_cif_zip
+    elif name.endswith((".jsonl", ".jsonl.gz")):
+        writer = write_jsonl
+    else:
+        raise _fail(f"unknown output format for {destination}: use .extxyz, .zip or .jsonl[.gz]")
+    try:
+        result = _read(source)
+        writer(result.records, destination)
+    except _bad_input_errors() as error:
+        raise _fail(str(error)) from None
+    except ValueError as error:  # e.g. a disordered structure into extxyz
+        raise _fail(str(error)) from None
+    typer.echo(f"wrote {len(result.records)} crystals to {destination}")
+
+
+@data_app.command("build-reference")
+def data_build_reference(
+    shared: Annotated[Path, typer.Option(help="The shared data folder (structures/, reference/).")] = Path(
+        "../shared/data"
+    ),
+    out: Annotated[Path, typer.Option(help="Where to write the reference set.")] = Path("data/reference"),
+) -> None:
+    """Rebuild the shipped reference set from the shared structures (reproducible)."""
+    from evaluation.reference import build_reference_set
+
+    if not shared.is_dir():
+        raise _fail(f"shared data folder not found: {shared}")
+    manifest = build_reference_set(shared, out)
+    typer.echo(json.dumps(manifest.get("counts", manifest), indent=2))
+
+
+@app.command()
+def version() -> None:
+    """Print the CrystalForge version."""
+    from importlib.metadata import version as package_version
+
+    typer.echo(f"crystalforge {package_version('crystalforge')}")
+
+
+def main() -> None:  # pragma: no cover - console entry point is ``app``
+    sys.exit(app())
