@@ -20,10 +20,11 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pymatgen.core import Structure
 
 from evaluation.matching import MatcherSettings, ReferenceIndex, find_duplicates
@@ -35,7 +36,7 @@ from evaluation.metrics import (
     is_structurally_valid,
     rmsd,
 )
-from evaluation.records import CrystalRecord
+from evaluation.records import CrystalInputError, CrystalRecord
 from evaluation.report import (
     StructureEvaluation,
     summarize,
@@ -47,9 +48,18 @@ from evaluation.report import (
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class EvaluationSettings:
-    """How to evaluate.
+class MatcherTolerances(BaseModel):
+    """pymatgen ``StructureMatcher`` tolerances (the paper: ltol 0.2, stol 0.3, angle_tol 5)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ltol: float = Field(0.2, gt=0)
+    stol: float = Field(0.3, gt=0)
+    angle_tol: float = Field(5.0, gt=0)
+
+
+class EvaluationSettings(BaseModel):
+    """How to evaluate; loaded from ``configs/evaluation/*.yaml``, overridden by the CLI.
 
     Attributes
     ----------
@@ -64,15 +74,37 @@ class EvaluationSettings:
         Worker processes for matching.
     relax_fmax, relax_steps
         Force criterion (eV/Å) and step budget of the MLFF relaxation.
+    matcher
+        StructureMatcher tolerances.
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     relax: str = "none"
     stability_threshold: float = STABILITY_THRESHOLD
     disorder: bool = False
-    n_jobs: int = 1
-    relax_fmax: float = 0.05
-    relax_steps: int = 500
-    matcher: MatcherSettings = field(default_factory=MatcherSettings)
+    n_jobs: int = Field(1, ge=1)
+    relax_fmax: float = Field(0.05, gt=0)
+    relax_steps: int = Field(500, ge=1)
+    matcher: MatcherTolerances = Field(default_factory=MatcherTolerances)
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> EvaluationSettings:
+        """Load settings from YAML; unknown keys and bad values are a ``CrystalInputError``."""
+        import yaml
+
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+            return cls.model_validate(raw)
+        except FileNotFoundError:
+            raise CrystalInputError(f"config file not found: {path}") from None
+        except (yaml.YAMLError, ValidationError) as error:
+            first = str(error).splitlines()
+            raise CrystalInputError(f"invalid config {path}: {' '.join(first[:3])}") from None
+
+    def matcher_settings(self) -> MatcherSettings:
+        """The :class:`~evaluation.matching.MatcherSettings` these tolerances describe."""
+        return MatcherSettings(**self.matcher.model_dump())
 
 
 @dataclass
@@ -193,7 +225,9 @@ def _dft_stability(records: Sequence[CrystalRecord], rows: list[StructureEvaluat
     """E_hull of inputs that carry MP-style DFT energies, against the MP composition hull."""
     from evaluation.hull import CompositionHullReference, mp_entry_e_above_hull
 
-    carrying = [(rec, row) for rec, row in zip(records, rows, strict=True) if rec.energy is not None]
+    carrying = [
+        (rec, row) for rec, row in zip(records, rows, strict=True) if rec.energy is not None
+    ]
     if not carrying:
         return
     hull = CompositionHullReference.default()
@@ -250,7 +284,9 @@ def evaluate(
         timings["relax_s"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    duplicate_of = find_duplicates(judged, settings=settings.matcher, n_jobs=settings.n_jobs)
+    duplicate_of = find_duplicates(
+        judged, settings=settings.matcher_settings(), n_jobs=settings.n_jobs
+    )
     for row, earlier in zip(rows, duplicate_of, strict=True):
         row.duplicate_of = earlier
         row.unique = earlier is None
@@ -258,7 +294,7 @@ def evaluate(
 
     clock = time.perf_counter()
     index = reference_index or ReferenceIndex.build(
-        reference, settings=settings.matcher, disorder=settings.disorder
+        reference, settings=settings.matcher_settings(), disorder=settings.disorder
     )
     matches = index.matches(judged, n_jobs=settings.n_jobs)
     for row, match in zip(rows, matches, strict=True):
@@ -283,13 +319,6 @@ def evaluate(
     summary["stability_evaluated"] = summary["n_with_energy"] > 0
     summary["level_of_theory"] = levels[0] if len(levels) == 1 else levels
     summary["reference"] = {"name": reference_name, "n_structures": len(reference)}
-    summary["settings"] = {
-        "relax": settings.relax,
-        "stability_threshold": settings.stability_threshold,
-        "disorder_matching": settings.disorder,
-        "matcher": settings.matcher.as_dict(),
-        "relax_fmax": settings.relax_fmax,
-        "relax_steps": settings.relax_steps,
-    }
+    summary["settings"] = settings.model_dump()
     summary["timings"] = timings
     return EvaluationResult(rows=rows, summary=summary)

@@ -103,9 +103,7 @@ def is_stable(e_above_hull: float | None, threshold: float = STABILITY_THRESHOLD
 
 def is_on_hull(e_above_hull: float | None, tolerance: float = STRICT_STABILITY_THRESHOLD) -> bool:
     """The strict definition: ``E_hull ≤ 0.0`` eV/atom (``tolerance`` above zero allowed)."""
-    return (
-        e_above_hull is not None and math.isfinite(e_above_hull) and e_above_hull <= tolerance
-    )
+    return e_above_hull is not None and math.isfinite(e_above_hull) and e_above_hull <= tolerance
 
 
 def rmsd(generated: Structure, relaxed: Structure) -> float:

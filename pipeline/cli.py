@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -37,7 +37,7 @@ app.add_typer(data_app, name="data")
 EXIT_BAD_INPUT = 2
 
 
-class RelaxModel(str, Enum):
+class RelaxModel(StrEnum):
     """MLFFs that run offline out of the box (their weights ship with the package)."""
 
     none = "none"
@@ -85,51 +85,70 @@ def _read(path: Path):
 
 @app.command()
 def evaluate(
-    samples: Annotated[Path, typer.Argument(help="Crystals to evaluate (CSV, CIF folder/zip, extxyz, JSON/JSONL).")],
+    samples: Annotated[
+        Path, typer.Argument(help="Crystals to evaluate (CSV, CIF folder/zip, extxyz, JSON/JSONL).")
+    ],
     reference: Annotated[
         Path | None,
-        typer.Option(help="Novelty/hull reference (any readable format). Default: the shipped set."),
+        typer.Option(
+            help="Novelty/hull reference (any readable format). Default: the shipped set."
+        ),
     ] = None,
     relax: Annotated[
-        RelaxModel, typer.Option(help="Relax with this offline MLFF first; E_hull then uses its energies.")
-    ] = RelaxModel.none,
-    output: Annotated[Path, typer.Option(help="Folder for summary.json, structures.csv and plots.")] = Path(
-        "crystalforge-output"
-    ),
-    stability_threshold: Annotated[float, typer.Option(help="Stable means E_hull below this (eV/atom).")] = 0.1,
+        RelaxModel | None,
+        typer.Option(help="Relax with this offline MLFF first; E_hull then uses its energies."),
+    ] = None,
+    output: Annotated[
+        Path, typer.Option(help="Folder for summary.json, structures.csv and plots.")
+    ] = Path("crystalforge-output"),
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Evaluation settings YAML (e.g. configs/evaluation/paper.yaml)."),
+    ] = None,
+    stability_threshold: Annotated[
+        float | None, typer.Option(help="Stable means E_hull below this (eV/atom); paper: 0.1.")
+    ] = None,
     disorder: Annotated[
-        bool, typer.Option(help="Ordered–disordered matcher: ordered approximants of a known alloy are not novel.")
-    ] = False,
-    n_jobs: Annotated[int, typer.Option(help="Worker processes for structure matching.")] = 1,
-    fmax: Annotated[float, typer.Option(help="Relaxation force criterion (eV/Å).")] = 0.05,
-    steps: Annotated[int, typer.Option(help="Relaxation step budget.")] = 500,
+        bool | None,
+        typer.Option(
+            "--disorder/--no-disorder",
+            help="Ordered–disordered matcher: ordered approximants of a known alloy are not novel.",
+        ),
+    ] = None,
+    n_jobs: Annotated[int | None, typer.Option(help="Worker processes for matching.")] = None,
+    fmax: Annotated[float | None, typer.Option(help="Relaxation force criterion (eV/Å).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Relaxation step budget.")] = None,
 ) -> None:
     """Score crystals: validity, uniqueness, novelty, stability and S.U.N. rate."""
+    from pydantic import ValidationError
+
     try:
-        from evaluation.evaluate import EvaluationSettings, evaluate as run_evaluation
+        from evaluation.evaluate import EvaluationSettings
+        from evaluation.evaluate import evaluate as run_evaluation
         from evaluation.reference import load_reference
 
-        if n_jobs < 1:
-            raise _fail(f"--n-jobs must be at least 1, got {n_jobs}")
-        if steps < 1 or fmax <= 0:
-            raise _fail("--steps must be positive and --fmax greater than 0")
+        settings = EvaluationSettings.from_yaml(config) if config else EvaluationSettings()
+        overrides = {
+            "relax": relax.value if relax else None,
+            "stability_threshold": stability_threshold,
+            "disorder": disorder,
+            "n_jobs": n_jobs,
+            "relax_fmax": fmax,
+            "relax_steps": steps,
+        }
+        try:
+            settings = EvaluationSettings.model_validate(
+                settings.model_dump() | {k: v for k, v in overrides.items() if v is not None}
+            )
+        except ValidationError as error:
+            detail = error.errors()[0]
+            raise _fail(f"--{'-'.join(map(str, detail['loc']))}: {detail['msg']}") from None
         samples_read = _read(samples)
         reference_read = load_reference(reference)
         reference_name = str(reference) if reference else "shipped reference set"
         typer.echo(f"reference ({reference_name}): {reference_read.summary_line()}", err=True)
-        settings = EvaluationSettings(
-            relax=relax.value,
-            stability_threshold=stability_threshold,
-            disorder=disorder,
-            n_jobs=n_jobs,
-            relax_fmax=fmax,
-            relax_steps=steps,
-        )
         result = run_evaluation(
-            samples_read.records,
-            reference_read.records,
-            settings,
-            reference_name=reference_name,
+            samples_read.records, reference_read.records, settings, reference_name=reference_name
         )
         result.summary["input"] = {"path": str(samples), "n_skipped": samples_read.n_skipped}
         written = result.write(output)
@@ -144,26 +163,40 @@ def _print_summary(summary: dict) -> None:
         value = summary.get(name)
         return "n/a" if value is None else f"{100 * value:5.1f}%"
 
-    n = summary["n_structures"]
-    lines = [
-        f"structures           {n}",
-        f"valid                {pct('frac_valid')}  (structure {pct('frac_valid_structure')}, composition {pct('frac_valid_composition')})",
-        f"unique               {pct('frac_unique')}",
-        f"novel                {pct('frac_novel')}",
-        f"unique & novel       {pct('frac_unique_novel')}",
+    rows = [
+        ("structures", str(summary["n_structures"])),
+        (
+            "valid",
+            f"{pct('frac_valid')}  (structure {pct('frac_valid_structure')}, "
+            f"composition {pct('frac_valid_composition')})",
+        ),
+        ("unique", pct("frac_unique")),
+        ("novel", pct("frac_novel")),
+        ("unique & novel", pct("frac_unique_novel")),
     ]
     if summary.get("stability_evaluated"):
         threshold = summary["settings"]["stability_threshold"]
-        lines += [
-            f"stable (<{threshold})       {pct('frac_stable')}   on hull (<=0) {pct('frac_on_hull')}",
-            f"S.U.N.               {pct('frac_sun')}   S.U.N. on hull {pct('frac_sun_on_hull')}",
-            f"avg E_hull           {summary['avg_e_above_hull']:.3f} eV/atom  ({summary['level_of_theory']})",
+        rows += [
+            (
+                f"stable (<{threshold})",
+                f"{pct('frac_stable')}   on hull (<=0) {pct('frac_on_hull')}",
+            ),
+            ("S.U.N.", f"{pct('frac_sun')}   S.U.N. on hull {pct('frac_sun_on_hull')}"),
+            (
+                "avg E_hull",
+                f"{summary['avg_e_above_hull']:.3f} eV/atom  ({summary['level_of_theory']})",
+            ),
         ]
     else:
-        lines.append("stability            not evaluated (no energies; use --relax chgnet)")
+        rows.append(("stability", "not evaluated (no energies; use --relax chgnet)"))
     if summary.get("avg_rmsd") is not None:
-        lines.append(f"avg RMSD to relaxed  {summary['avg_rmsd']:.3f} Å   relax failures {summary['n_relax_failed']}")
-    typer.echo("\n".join(lines))
+        rows.append(
+            (
+                "avg RMSD to relaxed",
+                f"{summary['avg_rmsd']:.3f} Å   failures {summary['n_relax_failed']}",
+            )
+        )
+    typer.echo("\n".join(f"{name:<21}{value}" for name, value in rows))
 
 
 @data_app.command("info")
@@ -185,7 +218,9 @@ def data_info(
 @data_app.command("convert")
 def data_convert(
     source: Annotated[Path, typer.Argument(help="Input crystals (any supported format).")],
-    destination: Annotated[Path, typer.Argument(help="Output: .extxyz, .zip (CIFs), or .jsonl[.gz].")],
+    destination: Annotated[
+        Path, typer.Argument(help="Output: .extxyz, .zip (CIFs), or .jsonl[.gz].")
+    ],
 ) -> None:
     """Convert crystals between formats (extxyz, zip of CIFs, JSONL), keeping provenance."""
     from evaluation.crystal_io import write_cif_zip, write_extxyz, write_jsonl
@@ -211,10 +246,12 @@ def data_convert(
 
 @data_app.command("build-reference")
 def data_build_reference(
-    shared: Annotated[Path, typer.Option(help="The shared data folder (structures/, reference/).")] = Path(
-        "../shared/data"
+    shared: Annotated[
+        Path, typer.Option(help="The shared data folder (structures/, reference/).")
+    ] = Path("../shared/data"),
+    out: Annotated[Path, typer.Option(help="Where to write the reference set.")] = Path(
+        "data/reference"
     ),
-    out: Annotated[Path, typer.Option(help="Where to write the reference set.")] = Path("data/reference"),
 ) -> None:
     """Rebuild the shipped reference set from the shared structures (reproducible)."""
     from evaluation.reference import build_reference_set
