@@ -165,7 +165,7 @@ def _relax(
     judged = []
     for record, row, result in zip(records, rows, results, strict=True):
         row.relax_status = result.status
-        row.relax_message = result.message
+        row.relax_message = result.reason or ""
         if result.status in ("ok", "not_converged") and result.structure is not None:
             judged.append(result.structure)
             row.energy_per_atom = result.energy_per_atom
@@ -179,6 +179,31 @@ def _relax(
     return judged
 
 
+#: Reference compounds larger than this are left out of MLFF hulls: relaxation time grows with
+#: cell size, and the paper's generated structures have at most 20 atoms.
+MLFF_HULL_MAX_SITES = 64
+
+
+def _hull_reference_records(
+    reference: Sequence[CrystalRecord], chemsys: str
+) -> list[CrystalRecord]:
+    """Ordered compounds of ``reference`` inside ``chemsys``.
+
+    Elements are left out: elemental energies come from the MLFF's own elemental references
+    (the MP ground-state polymorphs), and the 2,000 carbon_24 polymorphs would otherwise be
+    relaxed for every carbon-containing system.
+    """
+    elements = set(chemsys.split("-"))
+    return [
+        record
+        for record in reference
+        if record.structure.is_ordered
+        and len(record.structure.composition.elements) > 1
+        and len(record.structure) <= MLFF_HULL_MAX_SITES
+        and {el.symbol for el in record.structure.composition.elements} <= elements
+    ]
+
+
 def _mlff_stability(
     judged: Sequence[Structure],
     rows: list[StructureEvaluation],
@@ -186,65 +211,99 @@ def _mlff_stability(
     model: str,
 ) -> None:
     """E_hull of MLFF energies against the same MLFF's hull of each chemical system."""
-    from evaluation.mlff import mlff_hull_reference
+    from evaluation.mlff import MLFFUnavailable, mlff_hull_reference
 
     hulls: dict[str, Any] = {}
     for structure, row in zip(judged, rows, strict=True):
         if row.energy_per_atom is None or not math.isfinite(row.energy_per_atom):
             row.hull_message = "no MLFF energy (relaxation failed)"
             continue
-        chemsys = row.chemsys
-        if chemsys not in hulls:
-            elements = set(chemsys.split("-"))
-            in_system = [
-                r
-                for r in reference
-                if {el.symbol for el in r.structure.composition.elements} <= elements
-                and r.structure.is_ordered
-            ]
+        if row.chemsys not in hulls:
             try:
-                hulls[chemsys] = mlff_hull_reference(chemsys, in_system, model)
-            except (ValueError, KeyError) as error:
-                hulls[chemsys] = error
-        hull = hulls[chemsys]
+                hulls[row.chemsys] = mlff_hull_reference(
+                    row.chemsys, _hull_reference_records(reference, row.chemsys), model
+                )
+            except (ValueError, KeyError, MLFFUnavailable) as error:
+                # e.g. an element without an MP polymorph to relax: this system has no hull
+                hulls[row.chemsys] = error
+        hull = hulls[row.chemsys]
         if isinstance(hull, Exception):
-            row.hull_message = str(hull)
+            row.hull_message = f"no hull for {row.chemsys}: {hull}"
             continue
         result = hull.e_above_hull(
             structure.composition,
-            row.energy_per_atom * len(structure),
+            row.energy_per_atom,
             level_of_theory=row.level_of_theory,
+            kind="total",
         )
-        row.e_above_hull = result.e_above_hull
-        row.formation_energy_per_atom = result.formation_energy_per_atom
-        row.hull_reference = result.reference
-        row.correction = result.correction
+        _record_hull(row, result)
+
+
+def _record_hull(row: StructureEvaluation, result: Any) -> None:
+    row.e_above_hull = result.e_above_hull
+    row.formation_energy_per_atom = result.formation_energy_per_atom
+    row.level_of_theory = result.level_of_theory
+    row.hull_reference = result.reference
+    row.correction = result.correction
+    if result.correction_mismatch:
+        row.hull_message = (
+            f"{result.correction}-corrected energy against a {result.reference_correction} "
+            "reference (same level of theory, different correction scheme)"
+        )
 
 
 def _dft_stability(records: Sequence[CrystalRecord], rows: list[StructureEvaluation]) -> None:
-    """E_hull of inputs that carry MP-style DFT energies, against the MP composition hull."""
-    from evaluation.hull import CompositionHullReference, mp_entry_e_above_hull
+    """E_hull of inputs carrying Materials Project-style DFT energies (no relaxation asked).
+
+    The entry is corrected with ``MaterialsProject2020Compatibility`` (as the paper does) and
+    compared with the composition-level MP formation-energy reference; the MP2020 vs legacy
+    correction difference is flagged on the row. Energies at any other level of theory have no
+    shipped reference and are left unscored, with the reason.
+    """
+    import warnings
+
+    from pymatgen.entries.computed_entries import ComputedStructureEntry
+
+    from evaluation.hull import (
+        CorrectionMismatchWarning,
+        apply_mp2020_compatibility,
+        entry_e_above_hull,
+        mp_formation_energy_reference,
+    )
 
     carrying = [
         (rec, row) for rec, row in zip(records, rows, strict=True) if rec.energy is not None
     ]
     if not carrying:
         return
-    hull = CompositionHullReference.default()
+    hull = mp_formation_energy_reference()
     for record, row in carrying:
+        row.energy_per_atom = record.energy / len(record.structure)
+        metadata = record.energy_metadata
+        parameters = metadata.get("parameters") or {}
+        if parameters.get("run_type") not in ("GGA", "GGA+U"):
+            row.hull_message = (
+                "energy has no MP-style parameters (run_type GGA/GGA+U): no shipped reference "
+                "at its level of theory; use --relax to score at an MLFF level"
+            )
+            continue
+        entry = ComputedStructureEntry(
+            record.structure,
+            record.energy,
+            parameters=parameters,
+            data=dict(metadata.get("data") or {}),
+            entry_id=record.id,
+        )
+        corrected = apply_mp2020_compatibility([entry])
+        if not corrected:
+            row.hull_message = "MaterialsProject2020Compatibility rejected this entry"
+            continue
         try:
-            result = mp_entry_e_above_hull(record, hull)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", CorrectionMismatchWarning)  # flagged per row
+                _record_hull(row, entry_e_above_hull(corrected[0], hull))
         except ValueError as error:
             row.hull_message = str(error)
-            continue
-        row.energy_per_atom = record.energy / len(record.structure)
-        row.e_above_hull = result.e_above_hull
-        row.formation_energy_per_atom = result.formation_energy_per_atom
-        row.level_of_theory = result.level_of_theory
-        row.hull_reference = result.reference
-        row.correction = result.correction
-        if getattr(result, "correction_mismatch", False):
-            row.hull_message = "MP2020-corrected energy against the legacy-corrected MP hull"
 
 
 def evaluate(

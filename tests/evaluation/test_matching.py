@@ -1,0 +1,462 @@
+"""Uniqueness and novelty matching (evaluation.matching) and the ordered–disordered matcher."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pymatgen.core import Lattice, Structure
+from pymatgen.core.structure_matcher import StructureMatcher
+from scipy.spatial.transform import Rotation
+
+import evaluation.matching as matching
+from evaluation.disorder import (
+    DisorderAwareMatcher,
+    are_substitutable,
+    disorder_structure,
+    substitution_groups,
+)
+from evaluation.matching import (
+    MatcherSettings,
+    ReferenceIndex,
+    bucket_key,
+    find_duplicates,
+    make_matcher,
+)
+from evaluation.records import CrystalRecord
+
+PEROV_CSV = Path("/work/shared/data/structures/perov_5/val.csv")
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+@pytest.fixture(scope="module")
+def perov() -> list[CrystalRecord]:
+    """The first 400 rows of perov_5/val.csv (5-atom ABX3 perovskites)."""
+    if not PEROV_CSV.exists():
+        pytest.skip("perov_5 data not available")
+    frame = pd.read_csv(PEROV_CSV, nrows=400)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [
+            CrystalRecord(Structure.from_str(cif, fmt="cif"), id=str(mid), source="perov_5")
+            for cif, mid in zip(frame["cif"], frame["material_id"], strict=True)
+        ]
+
+
+@pytest.fixture()
+def cache_folder(tmp_path: Path) -> Path:
+    return tmp_path / "matching-cache"
+
+
+def disguise(structure: Structure, rng: np.random.Generator, shift: float = 0.05) -> Structure:
+    """Same crystal, different description: rotated, sites permuted, origin moved, jittered.
+
+    Every site moves by at most ``shift`` Å (random direction) on top of the rigid motions.
+    """
+    order = rng.permutation(len(structure))
+    rotation = Rotation.random(random_state=int(rng.integers(1 << 31))).as_matrix()
+    lattice = Lattice(structure.lattice.matrix @ rotation.T)  # rotates the crystal rigidly
+    directions = rng.normal(size=(len(structure), 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    jitter = directions * rng.uniform(0, shift, size=(len(structure), 1))
+    frac = structure.frac_coords[order] + rng.uniform(0, 1, size=3)  # new origin
+    frac += lattice.get_fractional_coords(jitter)
+    return Structure(lattice, [structure[i].species for i in order], frac % 1.0)
+
+
+def is_abx3(structure: Structure) -> bool:
+    return sorted(structure.composition.values()) == [1, 1, 3]
+
+
+def swap_a_and_b(structure: Structure) -> Structure:
+    """An ABX3 perovskite with its A and B sites exchanged (same formula, other crystal)."""
+    swapped = structure.copy()
+    if not is_abx3(swapped):
+        raise ValueError(f"not an ABX3 perovskite: {swapped.composition.reduced_formula}")
+    a_site, b_site = (i for i, site in enumerate(swapped) if swapped.composition[site.specie] == 1)
+    species_a, species_b = swapped[a_site].species, swapped[b_site].species
+    swapped.replace(a_site, species_b)
+    swapped.replace(b_site, species_a)
+    return swapped
+
+
+def record(structure: Structure, name: str, source: str = "test") -> CrystalRecord:
+    return CrystalRecord(structure=structure, id=name, source=source)
+
+
+FCC_POSITIONS = [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
+BCC_POSITIONS = [[0, 0, 0], [0.5, 0.5, 0.5]]
+
+
+def rocksalt(a: float = 5.64) -> Structure:
+    """Conventional NaCl cell (explicit sites: ``from_spacegroup`` costs seconds)."""
+    chlorine = [list((np.add(p, [0.5, 0, 0])) % 1) for p in FCC_POSITIONS]
+    return Structure(Lattice.cubic(a), ["Na"] * 4 + ["Cl"] * 4, FCC_POSITIONS + chlorine)
+
+
+def cesium_chloride_type(a: float = 3.4) -> Structure:
+    return Structure(Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def naive_first_match(query: Structure, references: list[CrystalRecord]) -> str | None:
+    """The definition the index must reproduce: StructureMatcher.fit over every reference."""
+    matcher = make_matcher()
+    return next((r.label for r in references if matcher.fit(query, r.structure)), None)
+
+
+def index_for(records, folder, **kwargs) -> ReferenceIndex:
+    return ReferenceIndex.build(records, cache=folder, n_jobs=1, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# novelty: what is and is not the same crystal
+
+
+def test_disguised_copy_of_a_reference_is_not_novel(perov, cache_folder):
+    rng = np.random.default_rng(7)
+    references = perov[:30]
+    index = index_for(references, cache_folder)
+    queries = [disguise(r.structure, rng) for r in references[:10]]
+    for reference, query in zip(references[:10], queries, strict=True):
+        assert index.match(query) == reference.label
+    assert index.novel(queries) == [False] * 10
+
+
+def test_supercell_of_a_reference_is_not_novel(perov, cache_folder):
+    index = index_for(perov[:20], cache_folder)
+    for reference in perov[:3]:
+        supercell = reference.structure * (2, 1, 3)
+        assert index.match(supercell) == reference.label
+
+
+def test_other_arrangement_at_the_same_formula_is_novel(perov, cache_folder):
+    # ABX3 with A and B exchanged: same formula, different crystal
+    ternaries = [r for r in perov if is_abx3(r.structure)][:5]
+    swapped = [swap_a_and_b(r.structure) for r in ternaries]
+    index = index_for(ternaries, cache_folder)
+    assert [s.composition.reduced_formula for s in swapped] == [r.formula for r in ternaries]
+    assert index.novel(swapped) == [True] * 5
+    # and rock salt vs CsCl-type NaCl
+    nacl = index_for([record(rocksalt(), "rocksalt")], cache_folder)
+    assert nacl.novel([cesium_chloride_type()]) == [True]
+    assert nacl.novel([disguise(rocksalt(), np.random.default_rng(1))]) == [False]
+
+
+def test_different_formulas_are_never_compared(perov, cache_folder, monkeypatch):
+    compared = []  # every pair that reaches the lattice search, by reduced formula
+    original_preprocess = StructureMatcher._preprocess
+
+    def spying_preprocess(self, s1, s2, *args, **kwargs):
+        compared.append((s1.composition.reduced_formula, s2.composition.reduced_formula))
+        return original_preprocess(self, s1, s2, *args, **kwargs)
+
+    index = index_for(perov[:50], cache_folder)
+    monkeypatch.setattr(StructureMatcher, "_preprocess", spying_preprocess)
+    assert index.novel([rocksalt()]) == [True]  # formula absent: nothing compared
+    assert compared == []
+    index.matches([disguise(r.structure, np.random.default_rng(3)) for r in perov[:5]])
+    assert compared and all(a == b for a, b in compared)
+    compared.clear()
+    structures = [r.structure for r in perov[:50]] + [perov[0].structure * (1, 1, 2)]
+    assert find_duplicates(structures)[-1] == 0
+    assert compared and all(a == b for a, b in compared)
+
+
+def test_oxidation_states_are_ignored(cache_folder):
+    plain = rocksalt()
+    charged = rocksalt()
+    charged.add_oxidation_state_by_element({"Na": 1, "Cl": -1})
+    index = index_for([record(plain, "nacl")], cache_folder)
+    assert index.match(charged) == "test:nacl"
+    assert bucket_key(charged) == bucket_key(plain) == "NaCl"
+
+
+def test_bucket_keys():
+    assert bucket_key(cesium_chloride_type()) == "NaCl"
+    assert bucket_key(cesium_chloride_type(), disorder=True) == "Cl-Na"
+    fe_co = Structure(Lattice.cubic(2.85), [{"Fe": 0.5, "Co": 0.5}], [[0, 0, 0]])
+    fe2_co2 = Structure(Lattice.cubic(2.85), [{"Fe": 0.5, "Co": 0.5}] * 2, [[0, 0, 0], [0.5] * 3])
+    assert fe_co.composition.reduced_formula != fe2_co2.composition.reduced_formula
+    assert bucket_key(fe_co) == bucket_key(fe2_co2)  # same fractional composition, one bucket
+
+
+def test_allow_subset_is_refused():
+    with pytest.raises(ValueError, match="allow_subset"):
+        MatcherSettings(allow_subset=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# uniqueness
+
+
+def test_duplicates_point_at_the_first_of_their_kind(perov):
+    rng = np.random.default_rng(11)
+    a, b, c = (r.structure for r in perov[:3])
+    structures = [a, b, a.copy(), disguise(a, rng), c, disguise(b, rng), b * (1, 1, 2)]
+    assert find_duplicates(structures, n_jobs=1) == [None, None, 0, 0, None, 1, 1]
+
+
+def naive_duplicates(structures: list[Structure]) -> list[int | None]:
+    """find_duplicates' documented convention, without buckets: fit(later, representative)."""
+    matcher = make_matcher()
+    result: list[int | None] = []
+    representatives: list[int] = []
+    for j, structure in enumerate(structures):
+        earlier = next((i for i in representatives if matcher.fit(structure, structures[i])), None)
+        if earlier is None:
+            representatives.append(j)
+        result.append(earlier)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# the index gives exactly the naive verdicts
+
+
+@pytest.fixture(scope="module")
+def mixed_set(perov):
+    """References, and ~60 queries: disguised copies, supercells, swaps, strained and unseen."""
+    rng = np.random.default_rng(2024)
+    ternaries = [r for r in perov if is_abx3(r.structure)]
+    references = perov[:30] + ternaries[40:50]
+    queries: list[Structure] = []
+    queries += [disguise(r.structure, rng) for r in references[:15]]
+    queries += [r.structure * (1, 2, 1) for r in references[15:20]]
+    # A and B exchanged: same formula as a reference, other crystal
+    queries += [swap_a_and_b(r.structure) for r in references[30:40]]
+    for r in references[20:30]:  # strained 20 % along a: beyond ltol
+        s = r.structure.copy()
+        s.apply_strain([0.2, 0, 0])
+        queries.append(s)
+    queries += [r.structure for r in perov[200:215]]  # not in the reference
+    queries += [disguise(r.structure, rng) for r in perov[100:105]]  # not in the reference
+    return references, queries
+
+
+def test_index_verdicts_equal_the_naive_fit_loop(mixed_set, cache_folder):
+    references, queries = mixed_set
+    assert len(queries) >= 60
+    index = index_for(references, cache_folder)
+    naive = [naive_first_match(q, references) for q in queries]
+    assert index.matches(queries) == naive
+    assert 20 <= sum(m is not None for m in naive) < len(queries)  # both verdicts exercised
+
+
+def test_uniqueness_equals_the_naive_loop(mixed_set):
+    references, queries = mixed_set
+    structures = [r.structure for r in references[:20]] + queries
+    expected = naive_duplicates(structures)
+    assert find_duplicates(structures, n_jobs=1) == expected
+    assert sum(e is not None for e in expected) >= 15
+
+
+def test_two_workers_give_the_same_verdicts(mixed_set, cache_folder):
+    references, queries = mixed_set
+    index = index_for(references, cache_folder)
+    assert index.matches(queries, n_jobs=2) == index.matches(queries, n_jobs=1)
+    structures = [r.structure for r in references[:20]] + queries
+    assert find_duplicates(structures, n_jobs=2) == find_duplicates(structures, n_jobs=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# the on-disk cache
+
+
+def test_cache_is_written_then_reused(perov, cache_folder, monkeypatch):
+    references = perov[:120]
+    start = time.perf_counter()
+    first = index_for(references, cache_folder)
+    cold = time.perf_counter() - start
+    assert first.cache_status == "built"
+    assert first.path.exists() and first.path.parent == cache_folder
+
+    prepared = []
+    original_prepare = matching._PairFitter.prepare
+    monkeypatch.setattr(
+        matching._PairFitter,
+        "prepare",
+        lambda self, s: prepared.append(1) or original_prepare(self, s),
+    )
+    start = time.perf_counter()
+    second = index_for(references, cache_folder)
+    warm = time.perf_counter() - start
+    assert second.cache_status == "reused"
+    assert second.path == first.path
+    assert prepared == []  # no reference was reduced again
+    assert warm < cold
+    query = disguise(references[5].structure, np.random.default_rng(0))
+    assert second.match(query) == first.match(query) == references[5].label
+
+
+def test_cache_is_rebuilt_when_the_reference_or_settings_change(perov, cache_folder):
+    first = index_for(perov[:30], cache_folder)
+    changed = index_for(perov[:29] + [perov[40]], cache_folder)
+    assert changed.cache_status == "built" and changed.path != first.path
+    moved = [record(r.structure.copy(), r.id, r.source) for r in perov[:30]]
+    moved[3].structure.translate_sites([0], [0.01, 0, 0])
+    assert index_for(moved, cache_folder).path != first.path
+    looser = index_for(perov[:30], cache_folder, settings=MatcherSettings(stol=0.5))
+    assert looser.cache_status == "built" and looser.path != first.path
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "fingerprint"])
+def test_corrupt_cache_is_rebuilt_not_trusted(perov, cache_folder, damage):
+    references = perov[:30]
+    path = index_for(references, cache_folder).path
+    if damage == "garbage":
+        path.write_bytes(b"not a database" * 100)
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    else:
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE meta SET value = 'x' WHERE name = 'fingerprint'")
+    index = index_for(references, cache_folder)
+    assert index.cache_status == "rebuilt"
+    assert index.match(disguise(references[2].structure, np.random.default_rng(5))) == (
+        references[2].label
+    )
+
+
+def test_a_bucket_that_fails_to_read_triggers_a_rebuild(perov, cache_folder):
+    references = perov[:30]
+    path = index_for(references, cache_folder).path
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE refs SET payload = '{broken' WHERE position = 4")
+    index = index_for(references, cache_folder)
+    assert index.cache_status == "reused"  # the header is fine, so the file is opened ...
+    assert index.match(references[4].structure) == references[4].label  # ... then rebuilt
+    assert index.cache_status == "rebuilt"
+
+
+def test_temporary_index_leaves_nothing_behind(perov):
+    index = ReferenceIndex.build(perov[:10], cache=False, n_jobs=1)
+    path = index.path
+    assert path.exists() and index.match(perov[1].structure) == perov[1].label
+    del index
+    assert not path.exists()
+
+
+def test_cache_holds_json_not_pickle(perov, cache_folder):
+    path = index_for(perov[:5], cache_folder).path
+    with sqlite3.connect(path) as db:
+        payloads = [p for (p,) in db.execute("SELECT payload FROM refs")]
+    assert all(p.startswith("{") for p in payloads)
+    for module in ("matching", "matching_store", "disorder"):
+        source = Path(matching.__file__).with_name(f"{module}.py").read_text()
+        assert "import pickle" not in source and "allow_pickle=True" not in source
+
+
+# ---------------------------------------------------------------------------------------------
+# the ordered–disordered matcher
+
+
+def b2_feco(a: float = 2.85) -> Structure:
+    return Structure(Lattice.cubic(a), ["Fe", "Co"], BCC_POSITIONS)
+
+
+def disordered_bcc(occupancy: dict, a: float = 2.87) -> Structure:
+    return Structure(Lattice.cubic(a), [occupancy] * 2, BCC_POSITIONS)
+
+
+def l12_cu3au(a: float = 3.75) -> Structure:
+    return Structure(Lattice.cubic(a), ["Au", "Cu", "Cu", "Cu"], FCC_POSITIONS)
+
+
+def disordered_fcc(occupancy: dict, a: float = 3.75) -> Structure:
+    return Structure(Lattice.cubic(a), [occupancy] * 4, FCC_POSITIONS)
+
+
+def test_substitutability_rule():
+    assert are_substitutable("Fe", "Co") and are_substitutable("Cu", "Au")
+    assert not are_substitutable("Na", "Cl")  # radii 1.8 vs 1.0 Å, X 0.93 vs 3.16
+    assert not are_substitutable("Ne", "Ar")  # no Pauling electronegativity: rule does not apply
+    assert [sorted(map(str, g)) for g in substitution_groups(["Na", "Cl"])] == [["Na"], ["Cl"]]
+    groups = substitution_groups(["Fe", "Co", "O"])
+    assert [sorted(map(str, g)) for g in groups] == [["O"], ["Co", "Fe"]]
+
+
+def test_disordering_merges_substitutable_elements_only():
+    merged = disorder_structure(b2_feco())
+    assert not merged.is_ordered
+    for site in merged:
+        assert site.species.get_el_amt_dict() == pytest.approx({"Fe": 0.5, "Co": 0.5})
+    assert merged.composition.reduced_formula == "FeCo"
+    untouched = disorder_structure(rocksalt())
+    assert untouched.is_ordered and untouched.composition == rocksalt().composition
+
+
+def test_ordered_approximants_match_disordered_references_in_disorder_mode(cache_folder):
+    references = [
+        record(disordered_bcc({"Fe": 0.5, "Co": 0.5}), "bcc-FeCo", "icsd"),
+        record(disordered_fcc({"Cu": 0.75, "Au": 0.25}), "fcc-Cu3Au", "icsd"),
+    ]
+    fe3co = b2_feco() * (2, 2, 2)  # an Fe3Co ordering of bcc: half of the Co become Fe
+    cobalt = [i for i, site in enumerate(fe3co) if site.specie.symbol == "Co"]
+    for i in cobalt[:4]:
+        fe3co.replace(i, "Fe")
+    queries = [b2_feco(), l12_cu3au(), disguise(l12_cu3au(), np.random.default_rng(0)), fe3co]
+
+    disorder_index = index_for(references, cache_folder, disorder=True)
+    assert disorder_index.matches(queries) == [
+        "icsd:bcc-FeCo",
+        "icsd:fcc-Cu3Au",
+        "icsd:fcc-Cu3Au",
+        None,  # Fe0.75Co0.25 is not the Fe0.5Co0.5 solid solution
+    ]
+    plain_index = index_for(references, cache_folder)
+    assert plain_index.novel(queries) == [True] * 4
+
+    fe3co_parent = index_for(
+        [record(disordered_bcc({"Fe": 0.75, "Co": 0.25}), "bcc-Fe3Co", "icsd")],
+        cache_folder,
+        disorder=True,
+    )
+    assert fe3co_parent.match(fe3co) == "icsd:bcc-Fe3Co"
+
+
+def test_two_orderings_of_one_solid_solution_match_in_disorder_mode(cache_folder):
+    # B2 FeCo as the reference; the query orders Fe/Co in layers along z of a bcc 1x1x2 cell
+    layered = Structure(
+        Lattice.tetragonal(2.85, 5.7),
+        ["Fe", "Fe", "Co", "Co"],
+        [[0, 0, 0], [0.5, 0.5, 0.25], [0, 0, 0.5], [0.5, 0.5, 0.75]],
+    )
+    index = index_for([record(b2_feco(), "B2")], cache_folder, disorder=True)
+    assert index.match(layered) == "test:B2"
+    assert index_for([record(b2_feco(), "B2")], cache_folder).match(layered) is None
+
+
+def test_non_substitutable_elements_stay_apart_in_disorder_mode(cache_folder):
+    index = index_for([record(rocksalt(), "rocksalt")], cache_folder, disorder=True)
+    assert index.match(cesium_chloride_type()) is None
+    assert index.match(disguise(rocksalt(), np.random.default_rng(2))) == "test:rocksalt"
+
+
+def test_disorder_index_equals_the_naive_disorder_matcher(perov, cache_folder):
+    rng = np.random.default_rng(5)
+    references = list(perov[:12]) + [
+        record(disordered_bcc({"Fe": 0.5, "Co": 0.5}), "bcc"),
+        record(b2_feco(), "b2"),
+        record(disordered_fcc({"Cu": 0.75, "Au": 0.25}), "fcc"),
+    ]
+    queries = [disguise(r.structure, rng) for r in perov[:6]] + [
+        perov[30].structure,
+        b2_feco() * (1, 1, 2),
+        l12_cu3au(),
+        disordered_fcc({"Cu": 0.5, "Au": 0.5}),
+    ]
+    matcher = DisorderAwareMatcher()
+    naive = [
+        next((r.label for r in references if matcher.fit(q, r.structure)), None) for q in queries
+    ]
+    index = index_for(references, cache_folder, disorder=True)
+    assert index.matches(queries) == naive
+    assert naive[-3:-1] == ["test:bcc", "test:fcc"]
