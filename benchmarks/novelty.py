@@ -17,8 +17,9 @@ random subset of the queries (``--naive-subset``; the full set would take hours)
 time is extrapolated to all queries and that is stated as an extrapolation. Verdicts (the first
 matching label, or none) of index and naive loop are compared on that subset.
 
-The index is timed cold (cache folder empty: fingerprint, reduction of every reference, sqlite
-write, then the queries) and warm (a fresh Python process reusing the cache file). Figures are
+The index is timed cold (cache folder empty: fingerprint, sqlite write, then the queries, which
+reduce the references of the buckets they touch and save them) and warm (a fresh Python process
+reusing the cache file). Figures are
 printed and written to ``benchmarks/results/novelty.json``.
 """
 
@@ -165,6 +166,8 @@ def run_index(
     query_s = time.perf_counter() - start
     return {
         "cache_status": index.cache_status,
+        "references_prepared": index.references_prepared,
+        "cache_file_mb": index.path.stat().st_size / 1e6,
         "build_s": build_s,
         "query_s": query_s,
         "total_s": build_s + query_s,

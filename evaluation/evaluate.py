@@ -211,7 +211,8 @@ def _mlff_stability(
     model: str,
 ) -> None:
     """E_hull of MLFF energies against the same MLFF's hull of each chemical system."""
-    from evaluation.mlff import MLFFUnavailable, mlff_hull_reference
+    from evaluation.mlff import MLFFUnavailable
+    from evaluation.mlff_reference import mlff_hull_reference
 
     hulls: dict[str, Any] = {}
     for structure, row in zip(judged, rows, strict=True):

@@ -204,7 +204,7 @@ class HullReference(ABC):
                 f"energy at level {level!r} cannot be placed on the hull of reference "
                 f"{self.name!r}, computed at {self.level_of_theory!r}: energies from different "
                 "levels of theory never share a hull; build a reference at the query's level "
-                "(e.g. evaluation.mlff.mlff_hull_reference) or recompute the energy"
+                "(e.g. evaluation.mlff_reference.mlff_hull_reference) or recompute the energy"
             )
         if corr != self.correction:
             warnings.warn(

@@ -13,8 +13,9 @@ Conventions
 * ``fit(query, reference)`` in that order: for novelty the query is the new structure; for
   uniqueness the later structure is the query and each earlier representative the reference.
 * Per structure, what ``fit`` would recompute for every pair — the Niggli + primitive reduction —
-  is done once (and, for references, cached on disk); pairs are then compared with
-  ``fit(..., skip_structure_reduction=True)``, which gives the same verdict bit for bit.
+  is done once (and, for references, cached on disk); pairs are then compared with the verdict
+  of ``fit(..., skip_structure_reduction=True)``, the same bit for bit
+  (:class:`evaluation.matching_core.PairFitter`).
 * With ``disorder=True`` the ordered–disordered matcher of :mod:`evaluation.disorder` is used and
   buckets are chemical systems (an ordered approximant has a different formula from its
   disordered parent, but the same elements).
@@ -22,26 +23,30 @@ Conventions
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
-import warnings
 import weakref
-from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import pymatgen.core
 from pymatgen.core import Structure
-from pymatgen.core.structure_matcher import ElementComparator, StructureMatcher
 from tqdm.auto import tqdm
 
-from evaluation.disorder import DisorderAwareMatcher
+from evaluation.matching_core import (
+    MatcherSettings,
+    PairFitter,
+    PreparedStructure,
+    bucket_key,
+    make_disorder_matcher,
+    make_matcher,
+    without_oxidation_states,
+)
 from evaluation.matching_store import (
     FORMAT_VERSION,
     CorruptCacheError,
@@ -66,216 +71,6 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class MatcherSettings:
-    """When two crystals count as the same (paper, Supplementary D.3.1 and D.4).
-
-    Attributes
-    ----------
-    ltol, stol, angle_tol, primitive_cell, scale, attempt_supercell, allow_subset
-        pymatgen ``StructureMatcher`` arguments; the defaults are the paper's. ``allow_subset``
-        must stay ``False`` (a subset match crosses formulas, which bucketing forbids).
-    disorder
-        Use the ordered–disordered matcher (:class:`evaluation.disorder.DisorderAwareMatcher`).
-    composition_atol, composition_rtol, radius_tolerance, electronegativity_tolerance
-        Tolerances of the ordered–disordered matcher (used only with ``disorder``).
-    """
-
-    ltol: float = 0.2
-    stol: float = 0.3
-    angle_tol: float = 5.0
-    primitive_cell: bool = True
-    scale: bool = True
-    attempt_supercell: bool = False
-    allow_subset: bool = False
-    disorder: bool = False
-    composition_atol: float = 1e-2
-    composition_rtol: float = 1e-1
-    radius_tolerance: float = 0.3
-    electronegativity_tolerance: float = 1.0
-
-    def __post_init__(self) -> None:
-        for name in ("ltol", "stol", "angle_tol"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"MatcherSettings.{name} must be > 0, got {getattr(self, name)}")
-        if self.allow_subset:
-            raise ValueError(
-                "MatcherSettings.allow_subset must be False: subset matches cross formulas, "
-                "which formula bucketing cannot see"
-            )
-
-
-def make_matcher(settings: MatcherSettings | None = None) -> StructureMatcher:
-    """The plain ``StructureMatcher`` these settings describe (``ElementComparator``)."""
-    s = settings or MatcherSettings()
-    return StructureMatcher(
-        ltol=s.ltol,
-        stol=s.stol,
-        angle_tol=s.angle_tol,
-        primitive_cell=s.primitive_cell,
-        scale=s.scale,
-        attempt_supercell=s.attempt_supercell,
-        allow_subset=s.allow_subset,
-        comparator=ElementComparator(),
-    )
-
-
-def make_disorder_matcher(settings: MatcherSettings | None = None) -> DisorderAwareMatcher:
-    """The ordered–disordered matcher these settings describe (whatever ``settings.disorder``)."""
-    s = settings or MatcherSettings()
-    return DisorderAwareMatcher(
-        ltol=s.ltol,
-        stol=s.stol,
-        angle_tol=s.angle_tol,
-        primitive_cell=s.primitive_cell,
-        scale=s.scale,
-        composition_atol=s.composition_atol,
-        composition_rtol=s.composition_rtol,
-        radius_tolerance=s.radius_tolerance,
-        electronegativity_tolerance=s.electronegativity_tolerance,
-    )
-
-
-def _without_oxidation_states(structure: Structure) -> Structure:
-    stripped = structure.copy()
-    stripped.remove_oxidation_states()
-    return stripped
-
-
-def bucket_key(structure: Structure, disorder: bool = False) -> str:
-    """The bucket a structure is compared within.
-
-    Ordered structures: the reduced formula (``LiCoO2``). Partially occupied ones: ``~`` and the
-    fractional composition to 6 decimals, because ``Fe0.5Co0.5`` and ``FeCo`` are different
-    reduced formulas for the same fractional composition (an ordered structure can never match a
-    disordered one under ``ElementComparator``, so the two families need no shared bucket).
-    With ``disorder``: the chemical system (``Co-Fe``).
-    """
-    composition = structure.composition.element_composition
-    if disorder:
-        return composition.chemical_system
-    if structure.is_ordered:
-        with warnings.catch_warnings():
-            # formulas sort by electronegativity; pymatgen warns for noble gases without one
-            warnings.simplefilter("ignore", UserWarning)
-            return composition.reduced_formula
-    fractions = composition.fractional_composition
-    return "~" + "".join(f"{e}{fractions[e]:.6f}" for e in sorted(fractions, key=str))
-
-
-@dataclass
-class _Prepared:
-    """A structure as the matcher sees it: no oxidation states, Niggli + primitive reduced.
-
-    Besides the reduced structure it caches what every comparison would otherwise recompute:
-    the comparator hash, the volume, the sorted cell lengths and the successive minima of the
-    lattice (for the exact lattice pre-check of :meth:`_PairFitter.fit`).
-    """
-
-    reduced: Structure
-    _disorder_fn: Callable[[Structure], Structure] | None = field(default=None, repr=False)
-
-    @cached_property
-    def disordered(self) -> Structure:
-        """Reduced disordered counterpart (disorder mode, computed once per query on demand)."""
-        assert self._disorder_fn is not None
-        return self._disorder_fn(self.reduced)
-
-    @cached_property
-    def composition_hash(self):
-        # what ElementComparator.get_hash gives, compared first thing in fit()
-        return self.reduced.composition.element_composition.fractional_composition
-
-    @cached_property
-    def volume(self) -> float:
-        return self.reduced.volume
-
-    @cached_property
-    def sorted_lengths(self) -> np.ndarray:
-        return np.sort(np.asarray(self.reduced.lattice.abc, dtype=float))
-
-    @cached_property
-    def lattice_minima(self) -> np.ndarray:
-        """Successive minima λ1 ≤ λ2 ≤ λ3: lengths of the shortest independent lattice vectors.
-
-        The three cell vectors lie within the search sphere, so the greedy pick of independent
-        vectors by increasing length is exact.
-        """
-        lattice = self.reduced.lattice
-        frac, lengths, _, _ = lattice.get_points_in_sphere(
-            [[0.0, 0.0, 0.0]], [0.0, 0.0, 0.0], max(lattice.abc) * (1 + 1e-6), zip_results=False
-        )
-        cart = lattice.get_cartesian_coords(frac)
-        chosen: list[np.ndarray] = []
-        minima: list[float] = []
-        for i in np.argsort(lengths, kind="stable"):
-            if lengths[i] < 1e-8:
-                continue
-            candidate = np.array([*chosen, cart[i]])
-            if np.linalg.matrix_rank(candidate, tol=1e-6 * lengths[i]) == len(candidate):
-                chosen.append(cart[i])
-                minima.append(float(lengths[i]))
-                if len(minima) == 3:
-                    break
-        return np.array(minima)
-
-
-class _PairFitter:
-    """Prepares structures once and compares prepared pairs with the verdict ``fit`` gives."""
-
-    def __init__(self, settings: MatcherSettings) -> None:
-        self.settings = settings
-        self.disorder_matcher = make_disorder_matcher(settings) if settings.disorder else None
-        self.matcher = make_matcher(settings)
-        # Without supercells or subsets, _strict_match rejects different site counts outright.
-        self.same_size_only = not settings.attempt_supercell and not settings.allow_subset
-
-    def prepare(self, structure: Structure) -> _Prepared:
-        """``structure`` must already be without oxidation states."""
-        reduced = StructureMatcher._get_reduced_structure(
-            Structure.from_sites(structure), self.settings.primitive_cell, niggli=True
-        )
-        disorder_fn = self.disorder_matcher.disorder_reduced if self.disorder_matcher else None
-        return _Prepared(reduced, disorder_fn)
-
-    def fit(self, query: _Prepared, reference: _Prepared) -> bool:
-        """``make_matcher(settings).fit(query, reference)``, or the disorder matcher's verdict."""
-        if self.disorder_matcher is not None:
-            return self.disorder_matcher.fit_reduced(
-                query.reduced, reference.reduced, lambda: query.disordered
-            )
-        if self.same_size_only:
-            if len(query.reduced) != len(reference.reduced):
-                return False
-            if self._lattices_cannot_map(query, reference):
-                return False
-        if query.composition_hash != reference.composition_hash:
-            return False
-        # = fit(query, reference, skip_structure_reduction=True) without its two defensive
-        # Structure copies (_process_species), which cost as much as the comparison itself
-        # for most pairs; no species are ignored, so the copies change nothing.
-        matcher = self.matcher
-        s1, s2, fu, s1_supercell = matcher._preprocess(
-            query.reduced, reference.reduced, skip_structure_reduction=True
-        )
-        match = matcher._match(s1, s2, fu, s1_supercell, break_on_match=True)
-        return match is not None and match[0] <= matcher.stol
-
-    def _lattices_cannot_map(self, query: _Prepared, reference: _Prepared) -> bool:
-        """An exact necessary condition of ``Lattice.find_all_mappings``, from cached numbers.
-
-        With equal site counts (supercell size 1) the matcher looks for three independent
-        vectors of the (volume-scaled) query lattice whose lengths are each below ``1 + ltol``
-        times one of the (scaled) reference cell lengths. Independent vectors are no shorter
-        than the successive minima, so if the k-th minimum of the query already reaches the k-th
-        smallest reference length times ``1 + ltol`` no mapping exists and the pair cannot match.
-        A relative margin of 1e-6 keeps floating-point ties on the side of comparing.
-        """
-        ratio = (reference.volume / query.volume) ** (1 / 6) if self.settings.scale else 1.0
-        bound = reference.sorted_lengths / ratio * (1 + self.settings.ltol) * (1 + 1e-6)
-        return bool(np.any(query.lattice_minima * ratio >= bound))
-
-
 def _resolve_n_jobs(n_jobs: int | None) -> int:
     if n_jobs is None or n_jobs < 1:
         return os.cpu_count() or 1
@@ -290,10 +85,10 @@ def _duplicates_in_buckets(
     settings_dict: dict, buckets: list[list[tuple[int, dict]]]
 ) -> list[tuple[int, int | None]]:
     """Greedy first-of-its-kind grouping within each bucket (runs in workers too)."""
-    fitter = _PairFitter(MatcherSettings(**settings_dict))
+    fitter = PairFitter(MatcherSettings(**settings_dict))
     results: list[tuple[int, int | None]] = []
     for members in buckets:
-        representatives: list[tuple[int, _Prepared]] = []
+        representatives: list[tuple[int, PreparedStructure]] = []
         for index, payload in members:
             candidate = fitter.prepare(payload_to_structure(payload))
             duplicate_of = next(
@@ -317,7 +112,9 @@ def find_duplicates(
     *representatives* of its bucket — the structures so far that duplicated nothing — and points at
     the first one it matches. So a structure is unique (``None``) iff it is the first member of its
     match class, and every duplicate points at a unique structure with a lower index. This is the
-    grouping of ``StructureMatcher.group_structures``, in input order.
+    greedy grouping of ``StructureMatcher.group_structures`` in input order, except that ``fit``
+    is called as ``fit(later, representative)`` — the direction novelty uses (``fit`` is
+    asymmetric only in rare edge cases).
 
     Parameters
     ----------
@@ -334,7 +131,7 @@ def find_duplicates(
         Same length as ``structures``.
     """
     settings = settings or MatcherSettings()
-    stripped = [_without_oxidation_states(s) for s in structures]
+    stripped = [without_oxidation_states(s) for s in structures]
     buckets: dict[str, list[int]] = defaultdict(list)
     for index, structure in enumerate(stripped):
         buckets[bucket_key(structure, settings.disorder)].append(index)
@@ -371,23 +168,30 @@ def find_duplicates(
 # Novelty
 
 #: Per-process state of query workers: one opened store and fitter per cache file.
-_WORKER_STORES: dict[tuple[int, str], tuple[ReferenceStore, _PairFitter]] = {}
+_WORKER_STORES: dict[tuple[int, str], tuple[ReferenceStore, PairFitter]] = {}
+
+
+def _prepared_payloads(settings_dict: dict, rows: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+    """Prepare raw reference rows (runs in workers): ``(position, prepared payload)``."""
+    fitter = PairFitter(MatcherSettings(**settings_dict))
+    return [
+        (position, structure_to_payload(fitter.prepare(payload_to_structure(payload)).reduced))
+        for position, payload in rows
+    ]
 
 
 def _match_in_store(
     store: ReferenceStore,
-    fitter: _PairFitter,
+    fitter: PairFitter,
     key: str,
     queries: list[tuple[int, dict]],
 ) -> list[tuple[int, str | None]]:
-    prepared_references: list[tuple[str, _Prepared]] = store.bucket(key) if queries else []
+    """First matching reference label of each query of one bucket."""
+    references: list[tuple[str, PreparedStructure]] = store.bucket(key) if queries else []
     results: list[tuple[int, str | None]] = []
     for index, payload in queries:
-        if not prepared_references:
-            results.append((index, None))
-            continue
         query = fitter.prepare(payload_to_structure(payload))
-        match = next((label for label, ref in prepared_references if fitter.fit(query, ref)), None)
+        match = next((label for label, ref in references if fitter.fit(query, ref)), None)
         results.append((index, match))
     return results
 
@@ -400,10 +204,16 @@ def _match_chunk_worker(
 ) -> list[tuple[int, str | None]]:
     state_key = (os.getpid(), path)
     if state_key not in _WORKER_STORES:
-        _WORKER_STORES[state_key] = (
-            ReferenceStore(Path(path), fingerprint, max_cached_references=50_000, wrap=_Prepared),
-            _PairFitter(MatcherSettings(**settings_dict)),
+        fitter = PairFitter(MatcherSettings(**settings_dict))
+        store = ReferenceStore(
+            Path(path),
+            fingerprint,
+            prepare=lambda s: fitter.prepare(s).reduced,
+            wrap=PreparedStructure,
+            verify=False,
+            max_cached_references=50_000,
         )
+        _WORKER_STORES[state_key] = (store, fitter)
     store, fitter = _WORKER_STORES[state_key]
     results: list[tuple[int, str | None]] = []
     for key, queries in tasks:
@@ -411,25 +221,15 @@ def _match_chunk_worker(
     return results
 
 
-def _reference_rows(fitter: _PairFitter, chunk: list[tuple[str, dict]]) -> list[tuple]:
-    """``(bucket, label, reduced payload)`` rows of the store for some references."""
-    rows = []
-    for label, payload in chunk:
-        structure = payload_to_structure(payload)
-        key = bucket_key(structure, fitter.settings.disorder)
-        rows.append((key, label, structure_to_payload(fitter.prepare(structure).reduced)))
-    return rows
-
-
-def _reference_rows_worker(settings_dict: dict, chunk: list[tuple[str, dict]]) -> list[tuple]:
-    return _reference_rows(_PairFitter(MatcherSettings(**settings_dict)), chunk)
-
-
 class ReferenceIndex:
     """Novelty look-ups against a reference set, bucketed and cached on disk.
 
     Build it with :meth:`build`; ``match``/``matches``/``novel`` then compare each query only with
-    the references of its bucket, in reference order, and report the first that fits.
+    the references of its bucket, in reference order, and report the first that fits — the
+    verdict of ``StructureMatcher.fit(query, reference)`` looped over every reference.
+
+    References are prepared (reduced) lazily, a bucket at a time, when a query first needs the
+    bucket; the prepared forms are saved in the cache file, so later runs reuse them.
 
     Attributes
     ----------
@@ -439,7 +239,10 @@ class ReferenceIndex:
         The sqlite store (under ``cache_dir()/matching/`` by default).
     cache_status
         ``"built"`` (no usable file), ``"reused"`` (a valid file was found) or ``"rebuilt"`` (a
-        file was there but corrupt, mismatched or failed while reading; it was replaced).
+        file was there but corrupt or mismatched, or failed while reading; it was replaced).
+    references_prepared
+        References this object has reduced (and saved) so far; 0 while everything needed was
+        already in the cache.
     """
 
     def __init__(
@@ -448,15 +251,14 @@ class ReferenceIndex:
         settings: MatcherSettings,
         path: Path,
         fingerprint: str,
-        n_jobs: int | None,
     ) -> None:
         self.settings = settings
         self.path = path
         self.fingerprint = fingerprint
         self.cache_status: Literal["built", "reused", "rebuilt"] = "built"
+        self.references_prepared = 0
         self._records = records  # kept (not copied) so a store that turns out corrupt is rebuilt
-        self._n_jobs = n_jobs
-        self._fitter = _PairFitter(settings)
+        self._fitter = PairFitter(settings)
         self._store = self._open_or_build()
 
     @classmethod
@@ -467,6 +269,7 @@ class ReferenceIndex:
         cache: bool | Path = True,
         *,
         disorder: bool | None = None,
+        precompute: bool = False,
         n_jobs: int | None = 1,
     ) -> ReferenceIndex:
         """Index ``records``, reusing the on-disk cache when it holds exactly this reference.
@@ -482,8 +285,11 @@ class ReferenceIndex:
             temporary file removed with the index.
         disorder
             Overrides ``settings.disorder`` when given.
+        precompute
+            Prepare every reference now instead of bucket by bucket on demand (e.g. to warm a
+            shared cache once).
         n_jobs
-            Worker processes for preprocessing the references (``None``/``-1``: all cores).
+            Worker processes for ``precompute`` (``None``/``-1``: all cores).
         """
         settings = settings or MatcherSettings()
         if disorder is not None:
@@ -500,9 +306,11 @@ class ReferenceIndex:
         else:
             folder = cache_dir() / "matching" if cache is True else Path(cache)
             path = folder / f"references-{fingerprint[:32]}.sqlite"
-        index = cls(records, settings, path, fingerprint, n_jobs)
+        index = cls(records, settings, path, fingerprint)
         if cache is False:
             weakref.finalize(index, _remove_folder, folder)
+        if precompute:
+            index._prepare_buckets(list(index._bucket_sizes), n_jobs)
         return index
 
     def __len__(self) -> int:
@@ -513,64 +321,74 @@ class ReferenceIndex:
         """Buckets read from disk in this process (LRU misses)."""
         return self._store.bucket_loads
 
+    def _open_store(self) -> ReferenceStore:
+        fitter = self._fitter  # not self: no reference cycle, so a temporary index dies promptly
+        return ReferenceStore(
+            self.path,
+            self.fingerprint,
+            prepare=lambda s: fitter.prepare(s).reduced,
+            wrap=PreparedStructure,
+            writable=True,
+        )
+
     def _open_or_build(self) -> ReferenceStore:
         if self.path.exists():
             try:
-                store = ReferenceStore(self.path, self.fingerprint, wrap=_Prepared)
+                store = self._open_store()
                 self.cache_status = "reused"
                 return store
             except CorruptCacheError:
                 self.cache_status = "rebuilt"
         self._write()
-        return ReferenceStore(self.path, self.fingerprint, wrap=_Prepared)
+        return self._open_store()
 
     def _write(self) -> None:
-        settings_dict = asdict(self.settings)
-        payloads = (
-            (r.label, structure_to_payload(_without_oxidation_states(r.structure)))
-            for r in self._records
-        )
-        n_workers = _resolve_n_jobs(self._n_jobs)
-        progress = tqdm(total=len(self._records), desc="indexing references", disable=None)
+        disorder = self.settings.disorder
 
         def rows():
-            if n_workers == 1:
-                for label, payload in payloads:
-                    yield from _reference_rows(self._fitter, [(label, payload)])
-                    progress.update()
-                return
-            with ProcessPoolExecutor(max_workers=n_workers) as pool:
-                # a bounded window of chunks in flight, so 10^6 references never sit in memory
-                # as payloads at once, and rows still come back in reference order
-                in_flight: deque = deque()
-                for chunk in _chunked(payloads, 100):
-                    in_flight.append(pool.submit(_reference_rows_worker, settings_dict, chunk))
-                    if len(in_flight) >= 4 * n_workers:
-                        chunk_rows = in_flight.popleft().result()
-                        yield from chunk_rows
-                        progress.update(len(chunk_rows))
-                while in_flight:
-                    chunk_rows = in_flight.popleft().result()
-                    yield from chunk_rows
-                    progress.update(len(chunk_rows))
+            for record in tqdm(self._records, desc="indexing references", disable=None):
+                stripped = without_oxidation_states(record.structure)
+                yield bucket_key(stripped, disorder), record.label, structure_to_payload(stripped)
 
-        try:
-            write_store(
-                self.path,
-                self.fingerprint,
-                len(self._records),
-                rows(),
-                meta={"settings": asdict(self.settings)},
-            )
-        finally:
-            progress.close()
+        write_store(
+            self.path,
+            self.fingerprint,
+            len(self._records),
+            rows(),
+            meta={"settings": asdict(self.settings)},
+        )
 
     def _rebuild(self) -> None:
         self._store.close()
         self.path.unlink(missing_ok=True)
         self.cache_status = "rebuilt"
         self._write()
-        self._store = ReferenceStore(self.path, self.fingerprint, wrap=_Prepared)
+        self._store = self._open_store()
+        self.__dict__.pop("_bucket_sizes", None)
+
+    def _prepare_buckets(self, keys: list[str], n_jobs: int | None) -> None:
+        """Reduce the references of these buckets that are not prepared yet, and save them."""
+        missing = self._store.unprepared(keys)
+        if not missing:
+            return
+        settings_dict = asdict(self.settings)
+        n_workers = min(_resolve_n_jobs(n_jobs), max(1, len(missing) // 50))
+        progress = tqdm(total=len(missing), desc="preparing references", disable=None)
+        chunks = list(_chunked(missing, 100))
+        if n_workers == 1:
+            done = (_prepared_payloads(settings_dict, chunk) for chunk in chunks)
+            for prepared in done:
+                self._store.save_prepared(prepared)
+                progress.update(len(prepared))
+        else:
+            with ProcessPoolExecutor(max_workers=n_workers) as pool:
+                futures = [pool.submit(_prepared_payloads, settings_dict, c) for c in chunks]
+                for future in as_completed(futures):
+                    prepared = future.result()
+                    self._store.save_prepared(prepared)  # one writer: this process
+                    progress.update(len(prepared))
+        progress.close()
+        self.references_prepared += len(missing)
 
     def match(self, structure: Structure) -> str | None:
         """Label (``source:id``) of the first reference ``structure`` matches, else ``None``."""
@@ -583,8 +401,9 @@ class ReferenceIndex:
     def matches(self, structures: Sequence[Structure], n_jobs: int | None = 1) -> list[str | None]:
         """The first matching reference label of each structure (``None``: novel).
 
-        Queries are grouped by bucket so each bucket is read once; with ``n_jobs > 1`` groups of
-        buckets go to worker processes, each opening the store itself.
+        Queries are grouped by bucket so each bucket is read once; with ``n_jobs > 1`` the
+        buckets' references are prepared in parallel if needed, then groups of buckets go to
+        worker processes, each opening the store read-only.
         """
         try:
             return self._matches(structures, n_jobs)
@@ -598,10 +417,11 @@ class ReferenceIndex:
         by_bucket: dict[str, list[tuple[int, dict]]] = defaultdict(list)
         results: list[str | None] = [None] * len(structures)
         for index, structure in enumerate(structures):
-            stripped = _without_oxidation_states(structure)
+            stripped = without_oxidation_states(structure)
             key = bucket_key(stripped, self.settings.disorder)
             if key in sizes:  # a formula absent from the reference is novel without a look
                 by_bucket[key].append((index, structure_to_payload(stripped)))
+        self._prepare_buckets(list(by_bucket), n_jobs)
         n_workers = min(_resolve_n_jobs(n_jobs), max(1, len(by_bucket)))
         progress = tqdm(total=len(structures), desc="novelty", unit="structure", disable=None)
         progress.update(len(structures) - sum(len(q) for q in by_bucket.values()))
@@ -611,12 +431,13 @@ class ReferenceIndex:
                     results[index] = label
                 progress.update(len(queries))
         else:
-            slices = _query_slices(by_bucket, sizes, n_chunks=4 * n_workers)
+            n_chunks = 8 * n_workers  # small enough for the pool to balance them dynamically
+            slices = _query_slices(by_bucket, sizes, n_chunks)
             weights = [(str(i), weight) for i, (_, _, weight) in enumerate(slices)]
             settings_dict = asdict(self.settings)
             with ProcessPoolExecutor(max_workers=n_workers) as pool:
                 futures = {}
-                for ids in chunk_by_weight(weights, 4 * n_workers):
+                for ids in chunk_by_weight(weights, n_chunks):
                     tasks = [slices[int(i)][:2] for i in ids]
                     future = pool.submit(
                         _match_chunk_worker, str(self.path), self.fingerprint, settings_dict, tasks
@@ -634,8 +455,14 @@ class ReferenceIndex:
         return self._store.bucket_sizes()
 
 
-#: Rough cost of preparing one query (its reduction), in units of one reference comparison.
-_QUERY_PREPARATION_COST = 50
+#: Rough cost of preparing a query of 20 sites (its reduction), in units of one reference of its
+#: bucket (most references are dismissed by the size and lattice checks in microseconds). The
+#: reduction grows about quadratically with the number of sites.
+_QUERY_PREPARATION_COST = 300
+
+
+def _query_cost(n_sites: int, bucket_size: int) -> float:
+    return _QUERY_PREPARATION_COST * max(1.0, (n_sites / 20) ** 2) + bucket_size
 
 
 def _query_slices(
@@ -644,18 +471,26 @@ def _query_slices(
     """``(bucket, queries, estimated cost)`` work items for the worker pool.
 
     A bucket whose queries would cost more than one chunk's share (the 2,000 carbon polymorphs
-    of a reference, say) is cut into several slices of its queries, so it does not leave the
-    other workers idle; a worker that gets two slices of a bucket reads it once (LRU).
+    of a reference, or a 200-atom query) is cut into several slices of its queries, so it does
+    not leave the other workers idle; a worker that gets two slices of a bucket reads it once.
     """
-    costs = {key: len(q) * (_QUERY_PREPARATION_COST + sizes[key]) for key, q in by_bucket.items()}
-    share = max(1.0, sum(costs.values()) / max(1, n_chunks))
+    costs = {
+        key: [_query_cost(len(payload["species"]), sizes[key]) for _, payload in queries]
+        for key, queries in by_bucket.items()
+    }
+    share = sum(sum(c) for c in costs.values()) / max(1, n_chunks)
     slices = []
     for key, queries in by_bucket.items():
-        n_slices = max(1, min(len(queries), math.ceil(costs[key] / share)))
-        step = math.ceil(len(queries) / n_slices)
-        for start in range(0, len(queries), step):
-            part = queries[start : start + step]
-            slices.append((key, part, costs[key] * len(part) / len(queries)))
+        part: list[tuple[int, dict]] = []
+        part_cost = 0.0
+        for query, cost in zip(queries, costs[key], strict=True):
+            part.append(query)
+            part_cost += cost
+            if part_cost >= share:
+                slices.append((key, part, part_cost))
+                part, part_cost = [], 0.0
+        if part:
+            slices.append((key, part, part_cost))
     return slices
 
 

@@ -2,14 +2,18 @@
 
 One sqlite file per (reference content, matcher settings, format version). Each reference is one
 row: its bucket key (reduced formula, or chemical system in disorder mode), its ``source:id``
-label and its *reduced* structure (what ``StructureMatcher`` would compute before comparing) as
-JSON. Floats go through JSON as their shortest round-trip ``repr``, so a structure read back is
-bit-for-bit the one written and verdicts do not depend on whether the cache was warm. An index on
-``bucket`` makes loading one bucket O(log n + bucket size), so queries never read the whole file.
+label, the structure as given (oxidation states removed) and, once computed, its *prepared*
+form — the Niggli + primitive reduced structure ``StructureMatcher`` would compute before every
+comparison. Preparing is the expensive part (milliseconds per structure), so it is done lazily,
+bucket by bucket, the first time a query needs the bucket, and written back: a first run over
+10^6 references pays only for the formulas its queries actually have, and later runs pay nothing.
 
-No pickle: rows are plain JSON, and the file is validated (fingerprint, format version, row
-count, ``PRAGMA quick_check``) before it is trusted; anything unreadable raises
-:class:`CorruptCacheError` so the caller rebuilds.
+Structures are JSON; floats go through it as their shortest round-trip ``repr``, so a structure
+read back is bit-for-bit the one written and verdicts never depend on the cache being warm. An
+index on ``bucket`` makes reading a bucket O(log n + bucket size): queries never read the whole
+file. No pickle anywhere. The file is validated (fingerprint, format version, row count,
+``PRAGMA quick_check``) before it is trusted; anything unreadable raises
+:class:`CorruptCacheError` so the caller rebuilds it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -27,7 +32,7 @@ import numpy as np
 from pymatgen.core import Lattice, Structure
 
 #: Bump when the row layout or the preprocessing changes: old cache files are then rebuilt.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class CorruptCacheError(RuntimeError):
@@ -93,9 +98,14 @@ CREATE TABLE refs (
     position INTEGER PRIMARY KEY,
     bucket TEXT NOT NULL,
     label TEXT NOT NULL,
-    payload TEXT NOT NULL
+    payload TEXT NOT NULL,
+    prepared TEXT
 );
 """
+
+
+def _dumps(payload: dict) -> str:
+    return json.dumps(payload, separators=(",", ":"))
 
 
 def write_store(
@@ -105,7 +115,7 @@ def write_store(
     rows: Iterable[tuple[str, str, dict]],
     meta: dict | None = None,
 ) -> None:
-    """Write a store atomically: a temporary file in the same folder, then ``os.replace``.
+    """Write a store (nothing prepared yet) atomically: a temporary file, then ``os.replace``.
 
     Parameters
     ----------
@@ -122,12 +132,12 @@ def write_store(
         count = 0
         batch: list[tuple[int, str, str, str]] = []
         for position, (bucket, label, payload) in enumerate(rows):
-            batch.append((position, bucket, label, json.dumps(payload, separators=(",", ":"))))
+            batch.append((position, bucket, label, _dumps(payload)))
             count += 1
             if len(batch) >= 5000:
-                connection.executemany("INSERT INTO refs VALUES (?, ?, ?, ?)", batch)
+                connection.executemany("INSERT INTO refs VALUES (?, ?, ?, ?, NULL)", batch)
                 batch.clear()
-        connection.executemany("INSERT INTO refs VALUES (?, ?, ?, ?)", batch)
+        connection.executemany("INSERT INTO refs VALUES (?, ?, ?, ?, NULL)", batch)
         if count != n_references:
             raise RuntimeError(f"wrote {count} references, expected {n_references}")
         # built after the bulk insert: faster than maintaining it row by row
@@ -149,7 +159,7 @@ def write_store(
 
 
 class ReferenceStore:
-    """Read access to a store file, one bucket at a time, with an in-memory LRU of buckets.
+    """A store file, read one bucket at a time, with an in-memory LRU of decoded buckets.
 
     Parameters
     ----------
@@ -157,30 +167,43 @@ class ReferenceStore:
         The sqlite file.
     fingerprint
         What its ``meta.fingerprint`` must be; anything else raises :class:`CorruptCacheError`.
+    prepare
+        Raw structure → prepared (reduced) structure; used for rows not prepared yet.
+    wrap
+        Applied to each prepared structure before it is cached (so per-structure data computed
+        by the caller lives as long as the bucket stays in the LRU).
+    writable
+        Whether prepared rows may be written back (the owning process; workers only read).
+    verify
+        Run ``PRAGMA quick_check`` on opening (workers skip it: their parent just did).
     max_cached_references
         How many decoded references the LRU may hold across buckets (the most recent bucket is
         always kept, however large).
-    wrap
-        Applied to each decoded structure before it is cached (the caller's per-structure data
-        then lives as long as the bucket stays in the LRU).
     """
 
     def __init__(
         self,
         path: Path,
         fingerprint: str,
-        max_cached_references: int = 200_000,
+        prepare: Callable[[Structure], Structure],
         wrap: Callable[[Structure], Any] | None = None,
+        writable: bool = False,
+        verify: bool = True,
+        max_cached_references: int = 200_000,
     ) -> None:
         self.path = Path(path)
         self.max_cached_references = max_cached_references
+        self._prepare = prepare
         self._wrap = wrap or (lambda structure: structure)
         self._buckets: OrderedDict[str, list[tuple[str, Any]]] = OrderedDict()
         self._cached_references = 0
-        #: buckets decoded from disk so far (tests and benchmarks read it)
+        #: buckets decoded from disk so far, and references prepared in this process
         self.bucket_loads = 0
+        self.prepared_here = 0
+        self._connection: sqlite3.Connection | None = None
         try:
-            self._connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            uri = f"file:{self.path}?mode={'rw' if writable else 'ro'}"
+            self._connection = sqlite3.connect(uri, uri=True, timeout=120)
             meta = dict(self._connection.execute("SELECT name, value FROM meta"))
             if meta.get("format_version") != str(FORMAT_VERSION):
                 raise CorruptCacheError(f"{path}: format version {meta.get('format_version')}")
@@ -190,9 +213,10 @@ class ReferenceStore:
             (count,) = self._connection.execute("SELECT COUNT(*) FROM refs").fetchone()
             if count != self.n_references:
                 raise CorruptCacheError(f"{path}: {count} rows, meta says {self.n_references}")
-            (check,) = self._connection.execute("PRAGMA quick_check").fetchone()
-            if check != "ok":
-                raise CorruptCacheError(f"{path}: sqlite quick_check says {check}")
+            if verify:
+                (check,) = self._connection.execute("PRAGMA quick_check").fetchone()
+                if check != "ok":
+                    raise CorruptCacheError(f"{path}: sqlite quick_check says {check}")
         except (sqlite3.Error, KeyError, ValueError) as error:
             self.close()
             raise CorruptCacheError(f"{path}: {error}") from error
@@ -202,34 +226,80 @@ class ReferenceStore:
 
     def close(self) -> None:
         """Close the sqlite connection (idempotent)."""
-        connection = getattr(self, "_connection", None)
-        if connection is not None:
-            connection.close()
+        if self._connection is not None:
+            self._connection.close()
             self._connection = None
 
-    def bucket_sizes(self) -> dict[str, int]:
-        """Number of references per bucket key."""
+    def _query(self, sql: str, parameters: Sequence = ()) -> list[tuple]:
         try:
-            return dict(
-                self._connection.execute("SELECT bucket, COUNT(*) FROM refs GROUP BY bucket")
-            )
+            return self._connection.execute(sql, parameters).fetchall()
         except sqlite3.Error as error:
             raise CorruptCacheError(f"{self.path}: {error}") from error
 
+    def bucket_sizes(self) -> dict[str, int]:
+        """Number of references per bucket key."""
+        return dict(self._query("SELECT bucket, COUNT(*) FROM refs GROUP BY bucket"))
+
+    def unprepared(self, keys: Iterable[str]) -> list[tuple[int, dict]]:
+        """``(position, raw payload)`` of the rows of these buckets not prepared yet."""
+        keys = list(keys)
+        rows: list[tuple[int, dict]] = []
+        for start in range(0, len(keys), 500):  # sqlite limits the number of parameters
+            part = keys[start : start + 500]
+            marks = ",".join("?" * len(part))
+            found = self._query(
+                "SELECT position, payload FROM refs "
+                f"WHERE prepared IS NULL AND bucket IN ({marks}) ORDER BY position",
+                part,
+            )
+            rows += [(position, self._decode(payload)) for position, payload in found]
+        return rows
+
+    def save_prepared(self, rows: Sequence[tuple[int, dict]]) -> bool:
+        """Write prepared payloads back; ``False`` (and nothing written) if the file refuses."""
+        try:
+            with self._connection:
+                self._connection.executemany(
+                    "UPDATE refs SET prepared = ? WHERE position = ?",
+                    [(_dumps(payload), position) for position, payload in rows],
+                )
+        except sqlite3.OperationalError as error:  # read-only folder, lock held for minutes
+            warnings.warn(f"{self.path}: prepared references not saved ({error})", stacklevel=2)
+            return False
+        return True
+
+    def _decode(self, text: str) -> dict:
+        try:
+            payload = json.loads(text)
+            if not isinstance(payload, dict):
+                raise ValueError("not a JSON object")
+            return payload
+        except ValueError as error:
+            raise CorruptCacheError(f"{self.path}: unreadable row: {error}") from error
+
     def bucket(self, key: str) -> list[tuple[str, Any]]:
-        """``(label, wrap(reduced structure))`` of every reference in a bucket, in order."""
+        """``(label, wrap(prepared structure))`` of every reference in a bucket, in order.
+
+        Rows not prepared yet (another process is filling them, or the file is read-only) are
+        prepared here and not saved.
+        """
         cached = self._buckets.get(key)
         if cached is not None:
             self._buckets.move_to_end(key)
             return cached
+        rows = self._query(
+            "SELECT label, payload, prepared FROM refs WHERE bucket = ? ORDER BY position", (key,)
+        )
+        entries = []
         try:
-            rows = self._connection.execute(
-                "SELECT label, payload FROM refs WHERE bucket = ? ORDER BY position", (key,)
-            ).fetchall()
-            entries = [
-                (label, self._wrap(payload_to_structure(json.loads(p)))) for label, p in rows
-            ]
-        except (sqlite3.Error, ValueError, KeyError, TypeError) as error:
+            for label, payload, prepared in rows:
+                if prepared is None:
+                    structure = self._prepare(payload_to_structure(self._decode(payload)))
+                    self.prepared_here += 1
+                else:
+                    structure = payload_to_structure(self._decode(prepared))
+                entries.append((label, self._wrap(structure)))
+        except (ValueError, KeyError, TypeError) as error:
             raise CorruptCacheError(f"{self.path}: bucket {key!r} unreadable: {error}") from error
         self.bucket_loads += 1
         self._buckets[key] = entries
@@ -252,4 +322,5 @@ def chunk_by_weight(items: Sequence[tuple[str, int]], n_chunks: int) -> Iterator
         total, keys = chunks[lightest]
         keys.append(key)
         chunks[lightest] = (total + weight, keys)
-    yield from (keys for _, keys in chunks if keys)
+    # heaviest first: the pool starts them first, and the light ones fill the gaps at the end
+    yield from (keys for _, keys in sorted(chunks, key=lambda c: -c[0]) if keys)

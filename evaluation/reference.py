@@ -24,6 +24,7 @@ from pymatgen.core import Structure
 
 from evaluation.crystal_formats import check_structure
 from evaluation.crystal_io import atomic_output, read_crystals, write_jsonl
+from evaluation.hull import MP_E_FORM_FILE, convert_mp_e_form_csv
 from evaluation.paths import reference_dir
 from evaluation.records import CrystalInputError, CrystalRecord, ReadProblem, ReadResult
 
@@ -258,6 +259,9 @@ def build_reference_set(
     for name in ELEMENT_REFERENCE_FILES:
         shutil.copyfile(energies_dir / name, out / name)
         copied[name] = _sha256(out / name)
+    # The composition-level DFT hull reference (MP formation energies) ships beside them.
+    convert_mp_e_form_csv(energies_dir / "mp_e_form.csv", out / MP_E_FORM_FILE)
+    copied[MP_E_FORM_FILE] = _sha256(out / MP_E_FORM_FILE)
 
     counts: dict[str, int] = {}
     for record in records:
@@ -327,6 +331,13 @@ def _sources_markdown(counts: dict[str, int], n_skipped: int, n_duplicates: int)
             "- `MatPES-PBE-Element-Refs.json.gz`, `MatPES-r2SCAN-Element-Refs.json.gz`: MatPES "
             'elemental references, A. D. Kaplan et al., "A foundational potential energy '
             'surface dataset for materials" (2025); CC-BY-4.0.',
+            "",
+            "## Composition-level hull reference",
+            "",
+            f"- `{MP_E_FORM_FILE}`: Materials Project formation energies (eV/atom, legacy MP "
+            "correction scheme, MP 2018) from matbench_mp_e_form (A. Dunn et al., npj Comput. "
+            "Mater. 6, 138 (2020)), reduced to the lowest energy per reduced formula by "
+            "`evaluation.hull.convert_mp_e_form_csv`; CC-BY-4.0 (Materials Project).",
             "",
             "Energies from these files and the `energy_per_atom`/formation-energy properties "
             "above come from different codes, functionals and correction schemes: never put "

@@ -270,30 +270,33 @@ def test_two_workers_give_the_same_verdicts(mixed_set, cache_folder):
 # the on-disk cache
 
 
-def test_cache_is_written_then_reused(perov, cache_folder, monkeypatch):
+def test_cache_is_written_then_reused(perov, cache_folder):
     references = perov[:120]
+    queries = [disguise(r.structure, np.random.default_rng(i)) for i, r in enumerate(references)]
     start = time.perf_counter()
     first = index_for(references, cache_folder)
-    cold = time.perf_counter() - start
     assert first.cache_status == "built"
     assert first.path.exists() and first.path.parent == cache_folder
+    assert first.references_prepared == 0  # references are reduced when a query needs them
+    assert first.matches(queries) == [r.label for r in references]
+    cold = time.perf_counter() - start
+    assert first.references_prepared == len(references)
 
-    prepared = []
-    original_prepare = matching._PairFitter.prepare
-    monkeypatch.setattr(
-        matching._PairFitter,
-        "prepare",
-        lambda self, s: prepared.append(1) or original_prepare(self, s),
-    )
     start = time.perf_counter()
     second = index_for(references, cache_folder)
+    assert second.cache_status == "reused" and second.path == first.path
+    assert second.matches(queries) == [r.label for r in references]
     warm = time.perf_counter() - start
-    assert second.cache_status == "reused"
-    assert second.path == first.path
-    assert prepared == []  # no reference was reduced again
+    assert second.references_prepared == 0  # every reduction came from the file
     assert warm < cold
-    query = disguise(references[5].structure, np.random.default_rng(0))
-    assert second.match(query) == first.match(query) == references[5].label
+
+
+def test_precompute_prepares_every_reference_in_parallel(perov, cache_folder):
+    index = ReferenceIndex.build(perov[:60], cache=cache_folder, precompute=True, n_jobs=2)
+    assert index.references_prepared == 60
+    again = index_for(perov[:60], cache_folder)
+    assert again.cache_status == "reused"
+    assert again.match(perov[7].structure) == perov[7].label and again.references_prepared == 0
 
 
 def test_cache_is_rebuilt_when_the_reference_or_settings_change(perov, cache_folder):
@@ -325,15 +328,18 @@ def test_corrupt_cache_is_rebuilt_not_trusted(perov, cache_folder, damage):
     )
 
 
-def test_a_bucket_that_fails_to_read_triggers_a_rebuild(perov, cache_folder):
+@pytest.mark.parametrize("column", ["payload", "prepared"])
+def test_a_row_that_fails_to_read_triggers_a_rebuild(perov, cache_folder, column):
     references = perov[:30]
-    path = index_for(references, cache_folder).path
-    with sqlite3.connect(path) as db:
-        db.execute("UPDATE refs SET payload = '{broken' WHERE position = 4")
     index = index_for(references, cache_folder)
-    assert index.cache_status == "reused"  # the header is fine, so the file is opened ...
-    assert index.match(references[4].structure) == references[4].label  # ... then rebuilt
-    assert index.cache_status == "rebuilt"
+    if column == "prepared":
+        index.novel([r.structure for r in references])  # prepares (and saves) every bucket
+    with sqlite3.connect(index.path) as db:
+        db.execute(f"UPDATE refs SET {column} = '{{broken' WHERE position = 4")
+    reopened = index_for(references, cache_folder)
+    assert reopened.cache_status == "reused"  # the header is fine, so the file is opened ...
+    assert reopened.match(references[4].structure) == references[4].label  # ... then rebuilt
+    assert reopened.cache_status == "rebuilt"
 
 
 def test_temporary_index_leaves_nothing_behind(perov):

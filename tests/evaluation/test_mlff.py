@@ -15,15 +15,10 @@ from ase.calculators.calculator import Calculator, all_changes
 from pymatgen.core import Lattice, Structure
 
 import evaluation.mlff as mlff
+import evaluation.mlff_reference as mlff_reference
 from evaluation.hull import EntryHullReference, LevelOfTheoryMismatch, mp_formation_energy_reference
-from evaluation.mlff import (
-    MLFFUnavailable,
-    load_calculator,
-    mlff_elemental_energies,
-    mlff_hull_reference,
-    relax_structures,
-    single_point,
-)
+from evaluation.mlff import MLFFUnavailable, load_calculator, relax_structures, single_point
+from evaluation.mlff_reference import mlff_elemental_energies, mlff_hull_reference
 from evaluation.records import CrystalRecord
 
 # CHGNet's own deprecation noise about tensors, not ours.
@@ -161,7 +156,7 @@ def test_elemental_reference_cache_is_written_and_reused(tmp_path, monkeypatch) 
     def must_not_relax(*args, **kwargs):
         raise AssertionError("cached elemental energies were recomputed")
 
-    monkeypatch.setattr(mlff, "relax_structures", must_not_relax)
+    monkeypatch.setattr(mlff_reference, "relax_structures", must_not_relax)
     assert mlff_elemental_energies(["Au", "Cu"], "chgnet", n_polymorphs=1) == first
 
 

@@ -79,6 +79,8 @@ def mini_shared(tmp_path) -> Path:
     }
     with gzip.open(energies / "MP-PBE-Element-Refs.json.gz", "wt") as handle:
         json.dump(small, handle)
+    # A few MP formation energies: the composition-level hull reference is built alongside.
+    (energies / "mp_e_form.csv").write_text("formula,target\nSiO2,-3.0\nAl2O3,-3.4\nSiO2,-2.9\n")
     return mini
 
 
@@ -145,9 +147,21 @@ def test_sources_file_credits_every_source_with_count_and_licence(mini_shared, t
 
 def test_build_keeps_other_files_in_the_output_folder(mini_shared, tmp_path):
     (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "mp_e_form_legacy.csv.gz").write_bytes(b"kept")
+    (tmp_path / "out" / "my_notes.txt").write_bytes(b"kept")
     build_reference_set(mini_shared, tmp_path / "out")
-    assert (tmp_path / "out" / "mp_e_form_legacy.csv.gz").read_bytes() == b"kept"
+    assert (tmp_path / "out" / "my_notes.txt").read_bytes() == b"kept"
+
+
+def test_build_writes_the_composition_level_mp_reference_with_lowest_energy_per_formula(
+    mini_shared, tmp_path
+):
+    from evaluation.hull import MP_E_FORM_FILE, mp_formation_energy_reference
+
+    manifest = build_reference_set(mini_shared, tmp_path / "out")
+    assert MP_E_FORM_FILE in manifest["copied_files"]
+    reference = mp_formation_energy_reference(str(tmp_path / "out" / MP_E_FORM_FILE))
+    result = reference.e_above_hull("SiO2", -3.0, level_of_theory="dft:mp-gga-legacy")
+    assert result.e_above_hull == 0.0  # -3.0 wins over -2.9 for SiO2
 
 
 def test_build_lists_skipped_rows_with_reasons(mini_shared, tmp_path):

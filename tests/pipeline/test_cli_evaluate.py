@@ -53,8 +53,10 @@ def disguised_copy(structure: Structure, seed: int) -> Structure:
         rotated.lattice, [rotated[i].specie for i in order], rotated.frac_coords[order]
     )
     shifts = rng.normal(size=(len(shuffled), 3))
-    shifts *= 0.05 * rng.uniform(0.2, 1.0, size=(len(shuffled), 1)) / np.linalg.norm(
-        shifts, axis=1, keepdims=True
+    shifts *= (
+        0.05
+        * rng.uniform(0.2, 1.0, size=(len(shuffled), 1))
+        / np.linalg.norm(shifts, axis=1, keepdims=True)
     )
     for index, shift in enumerate(shifts):
         shuffled.translate_sites([index], shift, frac_coords=False)
@@ -147,7 +149,14 @@ def test_structures_csv_starts_with_the_paper_columns(tmp_path, reference_zip, s
     )
     header = (output / "structures.csv").read_text().splitlines()[0].split(",")
     assert header[:8] == [
-        "index", "formula", "valid", "unique", "novel", "e_above_hull", "stable", "sun"
+        "index",
+        "formula",
+        "valid",
+        "unique",
+        "novel",
+        "e_above_hull",
+        "stable",
+        "sun",
     ]
 
 
@@ -190,7 +199,9 @@ def test_config_file_with_an_unknown_key_is_rejected(tmp_path, samples_file, ref
 def test_the_paper_config_in_the_repository_loads():
     from evaluation.evaluate import EvaluationSettings
 
-    settings = EvaluationSettings.from_yaml(Path(__file__).parents[2] / "configs/evaluation/paper.yaml")
+    settings = EvaluationSettings.from_yaml(
+        Path(__file__).parents[2] / "configs/evaluation/paper.yaml"
+    )
     assert settings.relax == "chgnet"
     assert settings.stability_threshold == 0.1
     assert (settings.matcher.ltol, settings.matcher.stol, settings.matcher.angle_tol) == (

@@ -1,0 +1,216 @@
+"""Hull references at an MLFF level of theory: elemental and reference-structure energies.
+
+Formation energies from an MLFF's total energies must use that MLFF's own elemental reference
+energies, and the hull's other compounds must be relaxed with the same MLFF: otherwise two
+levels of theory would share one hull. Both are computed here, once, and cached on disk under
+``cache_dir()/mlff/<model>/`` (JSON/JSONL, no pickle), keyed by structure hash and settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from pymatgen.analysis.phase_diagram import PDEntry
+from pymatgen.core import Structure
+
+from evaluation.hull import EntryHullReference, chemsys_elements
+from evaluation.mlff import MLFFUnavailable, load_calculator, relax_structures
+from evaluation.paths import cache_dir, reference_dir
+from evaluation.records import CrystalRecord
+
+logger = logging.getLogger(__name__)
+
+#: Elemental polymorphs with MP PBE energies (Materials Project, CC-BY-4.0), a byte copy of
+#: ``../shared/data/reference/MP-PBE-Element-Refs.json.gz`` in ``reference_dir()``.
+ELEMENT_REFS_FILE = "MP-PBE-Element-Refs.json.gz"
+
+
+def structure_hash(structure: Structure) -> str:
+    """A short content hash (lattice, species, wrapped fractional coordinates to 1e-6)."""
+    payload = {
+        "lattice": np.round(structure.lattice.matrix, 6).tolist(),
+        "species": [str(sp) for sp in structure.species],
+        "frac": np.round(np.mod(structure.frac_coords, 1.0), 6).tolist(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _model_cache_dir(tag: str) -> Path:
+    folder = cache_dir() / "mlff" / re.sub(r"[^A-Za-z0-9._-]+", "_", tag.removeprefix("mlff:"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@lru_cache(maxsize=2)
+def _element_polymorphs(path: str) -> dict[str, list[tuple[float, dict]]]:
+    """element -> [(MP energy per atom, structure dict)], lowest MP energy first."""
+    with gzip.open(path, "rt") as handle:
+        raw = json.load(handle)
+    return {
+        el: sorted(zip(v["energy_per_atom"], v["structure"], strict=True), key=lambda t: t[0])
+        for el, v in raw.items()
+    }
+
+
+def mlff_elemental_energies(
+    elements: Iterable[str],
+    model: str = "chgnet",
+    *,
+    n_polymorphs: int = 3,
+    max_sites: int = 64,
+    fmax: float = 0.05,
+    max_steps: int = 500,
+    device: str = "cpu",
+    progress: bool = False,
+) -> dict[str, float]:
+    """Energy per atom of each element's ground state, computed with the MLFF itself.
+
+    For each element, the ``n_polymorphs`` lowest-energy MP polymorphs of
+    ``MP-PBE-Element-Refs.json.gz`` with at most ``max_sites`` sites (the MP ground state is
+    always included, whatever its size) are relaxed, and the lowest MLFF energy per atom is
+    taken: MLFFs reorder near-degenerate polymorphs (graphite/diamond are 3 meV/atom apart in
+    MP), so the MP ground state alone could sit above the MLFF's own. Results are cached in
+    ``cache_dir()/mlff/<model>/elements.json``, keyed by element, structure hash and settings.
+    """
+    _, tag = load_calculator(model, device)
+    polymorphs = _element_polymorphs(str(reference_dir() / ELEMENT_REFS_FILE))
+    cache_path = _model_cache_dir(tag) / "elements.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    entries: dict[str, dict] = cache.get("polymorphs", {})
+    settings = f"fmax={fmax},steps={max_steps}"
+    wanted: dict[str, list[str]] = {}
+    pending: list[tuple[str, str, Structure, float]] = []
+    for el in sorted(set(elements)):
+        if el not in polymorphs:
+            raise MLFFUnavailable(f"no elemental polymorphs for {el} in {ELEMENT_REFS_FILE}")
+        ranked = polymorphs[el]
+        chosen = [ranked[0]] + [p for p in ranked[1:] if len(p[1]["sites"]) <= max_sites]
+        wanted[el] = []
+        for mp_energy, struct_dict in chosen[:n_polymorphs]:
+            structure = Structure.from_dict(struct_dict)
+            key = f"{el}|{structure_hash(structure)}|{settings}"
+            wanted[el].append(key)
+            if key not in entries:
+                pending.append((el, key, structure, mp_energy))
+    if pending:
+        results = relax_structures(
+            [p[2] for p in pending], model, fmax, max_steps, True, device=device, progress=progress
+        )
+        for (el, key, structure, mp_energy), res in zip(pending, results, strict=True):
+            entries[key] = {
+                "element": el,
+                "n_sites": len(structure),
+                "mp_energy_per_atom": mp_energy,
+                "energy_per_atom": res.energy_per_atom,
+                "status": res.status,
+                "reason": res.reason,
+            }
+        # Merge with what another process may have written meanwhile, then replace atomically.
+        if cache_path.exists():
+            entries = {**json.loads(cache_path.read_text()).get("polymorphs", {}), **entries}
+        _write_json_atomic(cache_path, {"level_of_theory": tag, "polymorphs": entries})
+    energies = {}
+    for el, keys in wanted.items():
+        usable = [entries[k] for k in keys if entries[k]["status"] in ("ok", "not_converged")]
+        if not usable:
+            raise MLFFUnavailable(f"every {el} polymorph failed to relax with {tag}")
+        energies[el] = min(e["energy_per_atom"] for e in usable)
+    return energies
+
+
+def mlff_hull_reference(
+    chemsys: str | Iterable[str],
+    reference_records: Sequence[CrystalRecord],
+    model: str = "chgnet",
+    *,
+    fmax: float = 0.05,
+    max_steps: int = 500,
+    elemental_polymorphs: int = 3,
+    max_sites: int | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> EntryHullReference:
+    """A hull reference for ``chemsys`` at level ``mlff:<model>``.
+
+    The records whose elements lie within ``chemsys`` are relaxed with the MLFF (energies
+    cached in ``cache_dir()/mlff/<model>/reference_energies.jsonl``, keyed by ``source:id``,
+    structure hash and settings); failed relaxations are skipped and logged. Elemental energies
+    come from :func:`mlff_elemental_energies` with the same model (``elemental_polymorphs``
+    lowest MP polymorphs per element). Records with more than ``max_sites`` sites are left out
+    (relaxation time grows with cell size).
+    """
+    elements = chemsys_elements(chemsys)
+    _, tag = load_calculator(model, device)
+    mu = mlff_elemental_energies(
+        elements,
+        model,
+        n_polymorphs=elemental_polymorphs,
+        fmax=fmax,
+        max_steps=max_steps,
+        device=device,
+    )
+    records = [
+        r
+        for r in reference_records
+        if r.structure.is_ordered
+        and chemsys_elements(r.structure.composition) <= elements
+        and (max_sites is None or len(r.structure) <= max_sites)
+    ]
+    cache_path = _model_cache_dir(tag) / "reference_energies.jsonl"
+    cached: dict[str, dict] = {}
+    if cache_path.exists():
+        for line in cache_path.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):  # a torn last line from a crash
+                row = json.loads(line)
+                cached[row["key"]] = row
+    settings = f"fmax={fmax},steps={max_steps}"
+    keys = [f"{r.label}|{structure_hash(r.structure)}|{settings}" for r in records]
+    todo = [(k, r) for k, r in zip(keys, records, strict=True) if k not in cached]
+    if todo:
+        results = relax_structures(
+            [r for _, r in todo], model, fmax, max_steps, True, device=device, progress=progress
+        )
+        with cache_path.open("a") as handle:
+            for (key, record), res in zip(todo, results, strict=True):
+                row = {
+                    "key": key,
+                    "label": record.label,
+                    "formula": record.formula,
+                    "energy": res.energy,
+                    "status": res.status,
+                    "reason": res.reason,
+                }
+                cached[key] = row
+                handle.write(json.dumps(row) + "\n")
+    entries = []
+    for key, record in zip(keys, records, strict=True):
+        row = cached[key]
+        if row["status"] not in ("ok", "not_converged") or row["energy"] is None:
+            logger.warning(
+                "skipping reference %s: %s (%s)", record.label, row["status"], row["reason"]
+            )
+            continue
+        entries.append(PDEntry(record.structure.composition, float(row["energy"]), record.label))
+    system = "-".join(sorted(elements))
+    return EntryHullReference(
+        entries,
+        mu,
+        level_of_theory=tag,
+        name=f"{len(entries)} reference structures in {system} relaxed with {tag}",
+    )
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)  # readers never see a half-written file

@@ -1,0 +1,92 @@
+"""Static checks of the files that cannot run here (Docker) and of the project's promises."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pyproject_declares_the_distribution_script_packages_and_extras():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["name"] == "crystalforge"
+    assert project["requires-python"] == ">=3.11"
+    assert project["scripts"]["crystalforge"] == "pipeline.cli:app"
+    assert {"dev", "gpaw", "matgl"} <= set(project["optional-dependencies"])
+    assert not any(dep.startswith(("mattersim", "torchvision")) for dep in project["dependencies"])
+    assert not any("gpaw" in dep for dep in project["dependencies"])  # GPL engine stays optional
+
+
+def test_constraints_pin_the_cpu_torch_wheel():
+    assert "torch==2.13.0" in (ROOT / "constraints.txt").read_text().split()
+
+
+def test_dockerfile_copies_what_the_package_needs():
+    dockerfile = (ROOT / "docker" / "Dockerfile.cpu").read_text()
+    assert dockerfile.startswith("#") and "FROM python:3.11" in dockerfile
+    copied = set(re.findall(r"^COPY (\S+)", dockerfile, flags=re.MULTILINE))
+    for needed in ("pyproject.toml", "model", "flows", "pipeline", "evaluation", "data", "configs"):
+        assert needed in copied, needed
+        assert (ROOT / needed).exists(), needed
+    assert "torch==2.13.0" in dockerfile
+    assert "CRYSTALFORGE_DATA" in dockerfile  # a non-editable install must find data/
+
+
+def test_compose_file_is_valid_and_builds_from_the_repository_root():
+    compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"mongo", "cpu-worker"} <= set(services)
+    build = services["cpu-worker"]["build"]
+    assert (ROOT / "docker" / build["context"] / build["dockerfile"]).resolve() == (
+        ROOT / "docker" / "Dockerfile.cpu"
+    ).resolve()
+    for volume in compose.get("volumes", {}):
+        assert any(
+            str(v).startswith(f"{volume}:")
+            for service in services.values()
+            for v in service.get("volumes", [])
+        ), volume
+
+
+def test_notice_credits_every_shipped_data_file():
+    notice = (ROOT / "NOTICE").read_text()
+    shipped = [p for p in (ROOT / "data").rglob("*") if p.is_file()]
+    for path in shipped:
+        if path.suffix in {".md", ".json"} and path.parent.name == "reference":
+            continue  # SOURCES.md / manifest.json describe the data, they are not data
+        if path.parent.name == "samples":
+            assert "data/samples/" in notice
+            continue
+        assert path.name in notice, (
+            f"{path.relative_to(ROOT)} is shipped but not credited in NOTICE"
+        )
+
+
+def test_shipped_files_stay_under_25_megabytes():
+    for path in (ROOT / "data").rglob("*"):
+        if path.is_file():
+            assert path.stat().st_size <= 25 * 1024 * 1024, path
+
+
+def test_readme_shows_the_two_commands_at_the_top():
+    head = (ROOT / "README.md").read_text()[:1500]
+    assert "make demo" in head and "make test" in head
+
+
+def test_ci_runs_the_readme_test_command():
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_model_core_and_evaluation_respect_the_import_direction():
+    for package in ("evaluation", "model"):
+        for source in (ROOT / package).rglob("*.py"):
+            text = source.read_text()
+            assert not re.search(r"^\s*(from|import)\s+(flows|pipeline)\b", text, re.M), source
+    for source in ROOT.rglob("*.py"):
+        if ".venv" in source.parts:
+            continue
+        assert not re.search(r"^\s*(from|import)\s+mattergen\b", source.read_text(), re.M), source
