@@ -13,7 +13,6 @@ import gzip
 import hashlib
 import json
 import logging
-import os
 import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
@@ -23,6 +22,7 @@ import numpy as np
 from pymatgen.analysis.phase_diagram import PDEntry
 from pymatgen.core import Structure
 
+from evaluation.crystal_io import atomic_output
 from evaluation.hull import EntryHullReference, chemsys_elements
 from evaluation.mlff import MLFFUnavailable, load_calculator, relax_structures
 from evaluation.paths import cache_dir, reference_dir
@@ -211,6 +211,5 @@ def mlff_hull_reference(
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)  # readers never see a half-written file
+    with atomic_output(path) as stream:  # readers never see a half-written file
+        stream.write(json.dumps(data, indent=1, sort_keys=True))

@@ -11,13 +11,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from evaluation.crystal_io import atomic_output
 
 
 @dataclass
@@ -106,16 +106,9 @@ def summarize(rows: list[StructureEvaluation]) -> dict[str, Any]:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and rename, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w", newline="") as stream:
-            stream.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Replace ``path`` with ``text`` only once it is fully written (see ``atomic_output``)."""
+    with atomic_output(path) as stream:
+        stream.write(text)
 
 
 def _json_safe(value: Any) -> Any:

@@ -9,8 +9,7 @@ import warnings
 
 import pytest
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
-from pymatgen.core import Composition, Lattice, Structure
-from pymatgen.entries.computed_entries import ComputedStructureEntry
+from pymatgen.core import Composition
 
 from evaluation.hull import (
     MP_E_FORM_FILE,
@@ -216,23 +215,8 @@ def test_convert_mp_e_form_csv_keeps_lowest(tmp_path) -> None:
 
 
 # --- MP-style VASP entries -------------------------------------------------------------------
-def _feo_entry(energy: float) -> ComputedStructureEntry:
-    coords = [[0, 0, 0], [0.5, 0.5, 0.5]]
-    structure = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.3), ["Fe", "O"], coords)
-    params = {
-        "run_type": "GGA+U",
-        "is_hubbard": True,
-        "hubbards": {"Fe": 5.3, "O": 0.0},
-        "potcar_spec": [
-            {"titel": "PAW_PBE Fe_pv 06Sep2000", "hash": None},
-            {"titel": "PAW_PBE O 08Apr2002", "hash": None},
-        ],
-    }
-    return ComputedStructureEntry(structure, energy, parameters=params, entry_id="feo-test")
-
-
-def test_mp2020_entry_against_legacy_hull(mp_ref) -> None:
-    raw = _feo_entry(-8.3 * 8)
+def test_mp2020_entry_against_legacy_hull(mp_ref, mp_style_feo_entry) -> None:
+    raw = mp_style_feo_entry(-8.3 * 8)
     assert correction_scheme_of(raw) == "none"
     (corrected,) = apply_mp2020_compatibility([raw])
     assert correction_scheme_of(corrected) == "mp2020" and corrected.correction < 0
@@ -246,8 +230,8 @@ def test_mp2020_entry_against_legacy_hull(mp_ref) -> None:
     assert result.level_of_theory == "dft:mp-gga-ggau"
 
 
-def test_entry_level_is_checked(mp_ref) -> None:
-    entry = _feo_entry(-60.0)
+def test_entry_level_is_checked(mp_ref, mp_style_feo_entry) -> None:
+    entry = mp_style_feo_entry(-60.0)
     entry.data["level_of_theory"] = "mlff:chgnet-0.3.0"
     with pytest.raises(LevelOfTheoryMismatch):
         entry_e_above_hull(entry, mp_ref)

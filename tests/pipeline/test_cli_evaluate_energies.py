@@ -32,24 +32,10 @@ def read_rows(output: Path) -> dict[str, dict[str, str]]:
         return {row["id"]: row for row in csv.DictReader(stream)}
 
 
-def mp_style_feo(energy: float, entry_id: str) -> ComputedStructureEntry:
-    structure = Structure.from_spacegroup(
-        "Fm-3m", Lattice.cubic(4.3), ["Fe", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]]
-    )
-    parameters = {
-        "run_type": "GGA+U",
-        "is_hubbard": True,
-        "hubbards": {"Fe": 5.3, "O": 0.0},
-        "potcar_spec": [
-            {"titel": "PAW_PBE Fe_pv 06Sep2000", "hash": None},
-            {"titel": "PAW_PBE O 08Apr2002", "hash": None},
-        ],
-    }
-    return ComputedStructureEntry(structure, energy, parameters=parameters, entry_id=entry_id)
-
-
-def test_mp_style_dft_entries_are_scored_against_mp_formation_energies(tmp_path):
-    feo = mp_style_feo(-8.3 * 8, "feo-mp-style")
+def test_mp_style_dft_entries_are_scored_against_mp_formation_energies(
+    tmp_path, mp_style_feo_entry
+):
+    feo = mp_style_feo_entry(-8.3 * 8, "feo-mp-style")
     bare = ComputedStructureEntry(
         Structure(Lattice.cubic(3.6), ["Cu"], [[0, 0, 0]]), -3.7, entry_id="cu-no-parameters"
     )
