@@ -431,7 +431,7 @@ class ReferenceIndex:
                     results[index] = label
                 progress.update(len(queries))
         else:
-            n_chunks = 8 * n_workers  # small enough for the pool to balance them dynamically
+            n_chunks = 4 * n_workers  # small enough for the pool to balance them dynamically
             slices = _query_slices(by_bucket, sizes, n_chunks)
             weights = [(str(i), weight) for i, (_, _, weight) in enumerate(slices)]
             settings_dict = asdict(self.settings)
