@@ -184,24 +184,28 @@ def _relax(
 MLFF_HULL_MAX_SITES = 64
 
 
-def _hull_reference_records(
-    reference: Sequence[CrystalRecord], chemsys: str
-) -> list[CrystalRecord]:
-    """Ordered compounds of ``reference`` inside ``chemsys``.
+class _HullCandidates:
+    """The reference compounds usable in MLFF hulls, with their element sets computed once.
 
     Elements are left out: elemental energies come from the MLFF's own elemental references
     (the MP ground-state polymorphs), and the 2,000 carbon_24 polymorphs would otherwise be
-    relaxed for every carbon-containing system.
+    relaxed for every carbon-containing system. Disordered and very large cells are left out
+    too (an MLFF cannot relax partial occupancies; see :data:`MLFF_HULL_MAX_SITES`).
     """
-    elements = set(chemsys.split("-"))
-    return [
-        record
-        for record in reference
-        if record.structure.is_ordered
-        and len(record.structure.composition.elements) > 1
-        and len(record.structure) <= MLFF_HULL_MAX_SITES
-        and {el.symbol for el in record.structure.composition.elements} <= elements
-    ]
+
+    def __init__(self, reference: Sequence[CrystalRecord]) -> None:
+        self._candidates = [
+            (frozenset(el.symbol for el in record.structure.composition.elements), record)
+            for record in reference
+            if record.structure.is_ordered
+            and len(record.structure.composition.elements) > 1
+            and len(record.structure) <= MLFF_HULL_MAX_SITES
+        ]
+
+    def within(self, chemsys: str) -> list[CrystalRecord]:
+        """The compounds whose elements all lie in ``chemsys`` (``"Co-Li-O"``)."""
+        elements = frozenset(chemsys.split("-"))
+        return [record for symbols, record in self._candidates if symbols <= elements]
 
 
 def _mlff_stability(
@@ -214,6 +218,7 @@ def _mlff_stability(
     from evaluation.mlff import MLFFUnavailable
     from evaluation.mlff_reference import mlff_hull_reference
 
+    candidates = _HullCandidates(reference)
     hulls: dict[str, Any] = {}
     for structure, row in zip(judged, rows, strict=True):
         if row.energy_per_atom is None or not math.isfinite(row.energy_per_atom):
@@ -222,7 +227,7 @@ def _mlff_stability(
         if row.chemsys not in hulls:
             try:
                 hulls[row.chemsys] = mlff_hull_reference(
-                    row.chemsys, _hull_reference_records(reference, row.chemsys), model
+                    row.chemsys, candidates.within(row.chemsys), model
                 )
             except (ValueError, KeyError, MLFFUnavailable) as error:
                 # e.g. an element without an MP polymorph to relax: this system has no hull
