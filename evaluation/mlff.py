@@ -19,7 +19,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -337,10 +337,7 @@ def _relax_one(
         target = FrechetCellFilter(atoms) if relax_cell else atoms
         opt = _OPTIMIZERS[optimizer](target, logfile=None)
         opt.attach(observe, interval=1)
-        with warnings.catch_warnings():
-            # FrechetCellFilter's matrix logarithm reports round-off of ~1e-13 at every step.
-            warnings.filterwarnings("ignore", message="logm result may be inaccurate")
-            converged = bool(opt.run(fmax=fmax, steps=max_steps))
+        converged = bool(opt.run(fmax=fmax, steps=max_steps))
         _check_step(atoms, e0, v0, criteria)  # the final state, whatever the optimizer did
     except _ExplodedError as exc:
         result.status, result.reason = "exploded", str(exc)
@@ -371,6 +368,17 @@ def _relax_one(
 
 
 # --- public: relax and single points ------------------------------------------------------
+@contextlib.contextmanager
+def _quiet_library_warnings() -> Iterator[None]:
+    """Silence two harmless warnings that would otherwise print at every step of every run."""
+    with warnings.catch_warnings():
+        # FrechetCellFilter's matrix logarithm reports round-off of ~1e-13.
+        warnings.filterwarnings("ignore", message="logm result may be inaccurate")
+        # CHGNet builds a tensor from a tensor that requires grad (its own code, not ours).
+        warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
+        yield
+
+
 def relax_structures(
     structures: Iterable[StructureLike],
     model: str = "chgnet",
@@ -411,7 +419,8 @@ def relax_structures(
     settings = dict(fmax=fmax, max_steps=max_steps, relax_cell=relax_cell, optimizer=optimizer)
     results = []
     for structure, label in tqdm(items, desc=f"relax {tag}", disable=not progress, unit="xtal"):
-        result = _relax_one(structure, label, calc, tag, criteria=criteria, **settings)
+        with _quiet_library_warnings():
+            result = _relax_one(structure, label, calc, tag, criteria=criteria, **settings)
         if not result.ok:
             logger.info("relaxation of %s %s: %s", label, result.status, result.reason)
         results.append(result)
@@ -450,9 +459,11 @@ def single_point(
     step = batch_size if batched else 1
     for start in range(0, len(todo), step):
         chunk = todo[start : start + step]
-        outs = _chgnet_batch(calc, [items[i][0] for i in chunk]) if batched else None
+        with _quiet_library_warnings():
+            outs = _chgnet_batch(calc, [items[i][0] for i in chunk]) if batched else None
         if outs is None:  # not batched, or one bad structure spoiled the batch
-            outs = [_ase_single_point(calc, items[i][0]) for i in chunk]
+            with _quiet_library_warnings():
+                outs = [_ase_single_point(calc, items[i][0]) for i in chunk]
         for i, out in zip(chunk, outs, strict=True):
             label, n = items[i][1], len(items[i][0])
             if isinstance(out, str):

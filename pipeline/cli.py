@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -19,6 +20,9 @@ import typer
 # and matgl/huggingface must never hang on a download. Set before torch is imported.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# pymatgen orders formulas by electronegativity and warns for every noble-gas formula it meets
+# (He, Ne, Ar have none); harmless, and the reference set holds their elemental polymorphs.
+warnings.filterwarnings("ignore", message="No Pauling electronegativity")
 
 app = typer.Typer(
     name="crystalforge",
