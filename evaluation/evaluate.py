@@ -17,7 +17,6 @@ The stages, in order:
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -179,35 +178,6 @@ def _relax(
     return judged
 
 
-#: Reference compounds larger than this are left out of MLFF hulls: relaxation time grows with
-#: cell size, and the paper's generated structures have at most 20 atoms.
-MLFF_HULL_MAX_SITES = 64
-
-
-class _HullCandidates:
-    """The reference compounds usable in MLFF hulls, with their element sets computed once.
-
-    Elements are left out: elemental energies come from the MLFF's own elemental references
-    (the MP ground-state polymorphs), and the 2,000 carbon_24 polymorphs would otherwise be
-    relaxed for every carbon-containing system. Disordered and very large cells are left out
-    too (an MLFF cannot relax partial occupancies; see :data:`MLFF_HULL_MAX_SITES`).
-    """
-
-    def __init__(self, reference: Sequence[CrystalRecord]) -> None:
-        self._candidates = [
-            (frozenset(el.symbol for el in record.structure.composition.elements), record)
-            for record in reference
-            if record.structure.is_ordered
-            and len(record.structure.composition.elements) > 1
-            and len(record.structure) <= MLFF_HULL_MAX_SITES
-        ]
-
-    def within(self, chemsys: str) -> list[CrystalRecord]:
-        """The compounds whose elements all lie in ``chemsys`` (``"Co-Li-O"``)."""
-        elements = frozenset(chemsys.split("-"))
-        return [record for symbols, record in self._candidates if symbols <= elements]
-
-
 def _mlff_stability(
     judged: Sequence[Structure],
     rows: list[StructureEvaluation],
@@ -215,34 +185,21 @@ def _mlff_stability(
     model: str,
 ) -> None:
     """E_hull of MLFF energies against the same MLFF's hull of each chemical system."""
-    from evaluation.mlff import MLFFUnavailable
-    from evaluation.mlff_reference import mlff_hull_reference
+    from evaluation.mlff_reference import mlff_e_above_hull
 
-    candidates = _HullCandidates(reference)
-    hulls: dict[str, Any] = {}
-    for structure, row in zip(judged, rows, strict=True):
-        if row.energy_per_atom is None or not math.isfinite(row.energy_per_atom):
-            row.hull_message = "no MLFF energy (relaxation failed)"
-            continue
-        if row.chemsys not in hulls:
-            try:
-                hulls[row.chemsys] = mlff_hull_reference(
-                    row.chemsys, candidates.within(row.chemsys), model
-                )
-            except (ValueError, KeyError, MLFFUnavailable) as error:
-                # e.g. an element without an MP polymorph to relax: this system has no hull
-                hulls[row.chemsys] = error
-        hull = hulls[row.chemsys]
-        if isinstance(hull, Exception):
-            row.hull_message = f"no hull for {row.chemsys}: {hull}"
-            continue
-        result = hull.e_above_hull(
-            structure.composition,
-            row.energy_per_atom,
-            level_of_theory=row.level_of_theory,
-            kind="total",
-        )
-        _record_hull(row, result)
+    results = mlff_e_above_hull(
+        [
+            (s, row.energy_per_atom, row.level_of_theory)
+            for s, row in zip(judged, rows, strict=True)
+        ],
+        reference,
+        model,
+    )
+    for row, result in zip(rows, results, strict=True):
+        if isinstance(result, str):
+            row.hull_message = result
+        else:
+            _record_hull(row, result)
 
 
 def _record_hull(row: StructureEvaluation, result: Any) -> None:

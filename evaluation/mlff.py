@@ -122,28 +122,69 @@ def _load_sevennet(model: str, device: str) -> tuple[Calculator, str]:
     return calc, f"mlff:sevennet-{model}"
 
 
-def _load_matgl(target: str, device: str) -> tuple[Calculator, str]:
-    hint = (
-        "install matgl (`pip install 'crystalforge[matgl]'`) and pass 'matgl:<model directory>' "
-        "(a folder with model.json/model.pt/state.pt), or a pretrained name already in matgl's "
-        "cache (~/.cache/matgl; copy it from a machine with network access)"
-    )
+_MATGL_FILES = ("model.json", "model.pt", "state.pt")  # what matgl's ``save`` writes
+_MATGL_HINT = (
+    "matgl weights are never downloaded here: on a machine with network access run "
+    "`matgl.load_model('<name>').save('<dir>')`, copy <dir> to this machine and pass "
+    "'matgl:<dir>' (a folder with model.json, model.pt and state.pt)"
+)
+
+
+def _matgl_model_dir(target: str) -> Path:
+    """The local matgl model directory ``target`` names, checked before matgl is imported.
+
+    Raises
+    ------
+    MLFFUnavailable
+        ``target`` is a pretrained name rather than a folder on this machine, or the folder
+        lacks one of the files matgl's ``save`` writes.
+    """
     path = Path(target).expanduser()
-    path_like = target.startswith((".", "/", "~")) or os.sep in target
-    if path_like and not path.exists():
-        raise MLFFUnavailable(f"no matgl model at {target!r}: {hint}")
+    if not path.exists():
+        if target.startswith((".", "/", "~")) or os.sep in target:
+            raise MLFFUnavailable(f"no matgl model at {target!r}: {_MATGL_HINT}")
+        raise MLFFUnavailable(
+            f"matgl model {target!r} is not a local model directory: {_MATGL_HINT}"
+        )
+    missing = [name for name in _MATGL_FILES if not (path / name).is_file()]
+    if missing:
+        raise MLFFUnavailable(
+            f"{str(path)!r} is not a matgl model directory (missing {', '.join(missing)}): "
+            f"{_MATGL_HINT}"
+        )
+    return path.resolve()
+
+
+def _load_matgl(target: str, device: str) -> tuple[Calculator, str]:
+    """matgl's ASE calculator for the potential saved in the directory ``target``.
+
+    The directory is what ``Potential.save(dir)`` writes. Pretrained names are refused at once
+    (no download); the stress is reported in eV/Å³, as ASE's cell filters expect.
+    """
+    path = _matgl_model_dir(target)
     if importlib.util.find_spec("matgl") is None:
-        raise MLFFUnavailable(f"matgl is not installed, cannot load {target!r}: {hint}")
+        raise MLFFUnavailable(
+            f"matgl is not installed, cannot load {str(path)!r}: "
+            "`pip install 'crystalforge[matgl]'`"
+        )
     import matgl
+    from matgl.apps.pes import Potential
     from matgl.ext.ase import PESCalculator
 
-    if not path.exists():  # a pretrained name: only from the local cache, never downloaded
-        cached = Path(getattr(matgl.config, "MATGL_CACHE", Path.home() / ".cache/matgl")) / target
-        if not cached.exists():
-            raise MLFFUnavailable(f"matgl model {target!r} is not on this machine: {hint}")
-        path = cached
-    potential = matgl.load_model(path)
-    return PESCalculator(potential, device=device), f"mlff:matgl-{path.name}"
+    try:  # every file is local, so matgl reads them and never asks the Hugging Face Hub
+        potential = matgl.load_model(path)
+    except Exception as exc:
+        cause = exc.__cause__ or exc
+        raise MLFFUnavailable(
+            f"matgl could not load the model at {str(path)!r}: {type(cause).__name__}: {cause}"
+        ) from exc
+    if not isinstance(potential, Potential):
+        raise MLFFUnavailable(
+            f"the matgl model at {str(path)!r} is a {type(potential).__name__}, not an "
+            "interatomic potential (matgl.apps.pes.Potential)"
+        )
+    potential = potential.to(device).eval()  # eval: no double-backward graph for forces
+    return PESCalculator(potential, stress_unit="eV/A3"), f"mlff:matgl-{path.name}"
 
 
 def _load_mattersim(device: str) -> tuple[Calculator, str]:

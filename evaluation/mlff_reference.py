@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import json
 import logging
+import math
 import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
@@ -23,7 +24,7 @@ from pymatgen.analysis.phase_diagram import PDEntry
 from pymatgen.core import Structure
 
 from evaluation.crystal_io import atomic_output
-from evaluation.hull import EntryHullReference, chemsys_elements
+from evaluation.hull import EntryHullReference, HullResult, chemsys_elements
 from evaluation.mlff import MLFFUnavailable, load_calculator, relax_structures
 from evaluation.paths import cache_dir, reference_dir
 from evaluation.records import CrystalRecord
@@ -128,6 +129,35 @@ def mlff_elemental_energies(
     return energies
 
 
+#: Reference compounds larger than this are left out of MLFF hulls: relaxation time grows with
+#: cell size, and the paper's generated structures have at most 20 atoms.
+MLFF_HULL_MAX_SITES = 64
+
+
+class HullCandidates:
+    """The reference compounds usable in MLFF hulls, with their element sets computed once.
+
+    Elements are left out: elemental energies come from the MLFF's own elemental references
+    (the MP ground-state polymorphs), and the 2,000 carbon_24 polymorphs would otherwise be
+    relaxed for every carbon-containing system. Disordered and very large cells are left out
+    too (an MLFF cannot relax partial occupancies; see :data:`MLFF_HULL_MAX_SITES`).
+    """
+
+    def __init__(self, reference: Sequence[CrystalRecord]) -> None:
+        self._candidates = [
+            (frozenset(el.symbol for el in record.structure.composition.elements), record)
+            for record in reference
+            if record.structure.is_ordered
+            and len(record.structure.composition.elements) > 1
+            and len(record.structure) <= MLFF_HULL_MAX_SITES
+        ]
+
+    def within(self, chemsys: str) -> list[CrystalRecord]:
+        """The compounds whose elements all lie in ``chemsys`` (``"Co-Li-O"``)."""
+        elements = frozenset(chemsys.split("-"))
+        return [record for symbols, record in self._candidates if symbols <= elements]
+
+
 def mlff_hull_reference(
     chemsys: str | Iterable[str],
     reference_records: Sequence[CrystalRecord],
@@ -213,3 +243,53 @@ def mlff_hull_reference(
 def _write_json_atomic(path: Path, data: dict) -> None:
     with atomic_output(path) as stream:  # readers never see a half-written file
         stream.write(json.dumps(data, indent=1, sort_keys=True))
+
+
+def mlff_e_above_hull(
+    items: Sequence[tuple[Structure, float | None, str | None]],
+    reference_records: Sequence[CrystalRecord],
+    model: str,
+) -> list[HullResult | str]:
+    """E_hull of MLFF energies, each against the same MLFF's hull of its chemical system.
+
+    Parameters
+    ----------
+    items
+        ``(structure, energy_per_atom, level_of_theory)`` per structure; a missing or
+        non-finite energy (a failed relaxation) gives a message instead of a result.
+    reference_records
+        Where the hull compounds come from (filtered by :class:`HullCandidates`).
+    model
+        The MLFF; must be the one that produced the energies (levels are checked).
+
+    Returns
+    -------
+    list[HullResult | str]
+        A result, or the reason there is none (no energy, no hull for the system).
+    """
+    candidates = HullCandidates(reference_records)
+    hulls: dict[str, EntryHullReference | Exception] = {}
+    results: list[HullResult | str] = []
+    for structure, energy_per_atom, level in items:
+        if energy_per_atom is None or not math.isfinite(energy_per_atom) or not level:
+            results.append("no MLFF energy (relaxation failed)")
+            continue
+        chemsys = structure.composition.chemical_system
+        if chemsys not in hulls:
+            try:
+                hulls[chemsys] = mlff_hull_reference(
+                    chemsys, candidates.within(chemsys), model, progress=False
+                )
+            except (ValueError, KeyError, MLFFUnavailable) as error:
+                # e.g. an element without an MP polymorph to relax: this system has no hull
+                hulls[chemsys] = error
+        hull = hulls[chemsys]
+        if isinstance(hull, Exception):
+            results.append(f"no hull for {chemsys}: {hull}")
+            continue
+        results.append(
+            hull.e_above_hull(
+                structure.composition, energy_per_atom, level_of_theory=level, kind="total"
+            )
+        )
+    return results
