@@ -37,6 +37,15 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect, convert and build crystal data sets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+campaign_app = typer.Typer(help="Run and inspect discovery campaigns.", no_args_is_help=True)
+app.add_typer(campaign_app, name="campaign")
+results_app = typer.Typer(help="Query, show and export campaign results.", no_args_is_help=True)
+app.add_typer(results_app, name="results")
+
+DEFAULT_STORE = Path("crystalforge-store")
+StoreOption = Annotated[
+    Path, typer.Option("--store", help="Folder of the embedded results store (MontyDB/sqlite).")
+]
 
 EXIT_BAD_INPUT = 2
 
@@ -264,6 +273,214 @@ def data_build_reference(
         raise _fail(f"shared data folder not found: {shared}")
     manifest = build_reference_set(shared, out)
     typer.echo(json.dumps(manifest.get("counts", manifest), indent=2))
+
+
+def _open_store(path: Path):
+    from pipeline.store import ResultsStore
+
+    return ResultsStore.embedded(path).connect()
+
+
+@campaign_app.command("run")
+def campaign_run(
+    chemsys: Annotated[str, typer.Argument(help="Chemical system, e.g. Li-Co-O.")],
+    generator: Annotated[str | None, typer.Option(help="rss, substitution or file.")] = None,
+    input_file: Annotated[
+        Path | None, typer.Option("--input", help="Crystal file for --generator file.")
+    ] = None,
+    num_candidates: Annotated[int | None, typer.Option(help="Candidates to generate.")] = None,
+    top_k: Annotated[int | None, typer.Option(help="Candidates sent to the final stage.")] = None,
+    engine: Annotated[str | None, typer.Option(help="Final-stage engine: mlff.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Campaign YAML (e.g. configs/campaign/demo.yaml).")
+    ] = None,
+    store: StoreOption = DEFAULT_STORE,
+    campaign_id: Annotated[
+        str | None, typer.Option(help="Reuse this id to resume a campaign.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Generator seed.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Pre-relaxation step budget.")] = None,
+    reference: Annotated[
+        Path | None, typer.Option(help="Novelty/hull reference (default: the shipped set).")
+    ] = None,
+) -> None:
+    """Generate, pre-relax, filter, hull, select and score candidates for a chemical system."""
+    import yaml
+    from pydantic import ValidationError
+
+    from pipeline.campaign import CampaignConfig, run_campaign
+
+    try:
+        raw = yaml.safe_load(config.read_text()) if config else {}
+    except (OSError, yaml.YAMLError) as error:
+        raise _fail(f"cannot read config {config}: {error}") from None
+    overrides = {
+        "generator": generator,
+        "num_candidates": num_candidates,
+        "top_k": top_k,
+        "engine": engine,
+        "seed": seed,
+        "max_steps": max_steps,
+        "reference": str(reference) if reference else None,
+        "input": str(input_file) if input_file else None,
+    }
+    try:
+        settings = CampaignConfig.model_validate(
+            (raw or {}) | {k: v for k, v in overrides.items() if v is not None}
+        )
+    except ValidationError as error:
+        detail = error.errors()[0]
+        where = "-".join(map(str, detail["loc"])) or "config"
+        raise _fail(f"--{where.replace('_', '-')}: {detail['msg']}") from None
+    results = _open_store(store)
+    try:
+        document = run_campaign(chemsys, settings, results, campaign_id)
+    except (ValueError, *_bad_input_errors()) as error:
+        raise _fail(str(error)) from None
+    finally:
+        results.close()
+    _print_campaign(document)
+    if document["status"] != "completed":
+        raise typer.Exit(code=1)
+
+
+def _print_campaign(document: dict) -> None:
+    summary = document.get("summary", {})
+    typer.echo(f"campaign {document['campaign_id']} ({document['chemsys']}): {document['status']}")
+    for name in (
+        "generated",
+        "relaxed",
+        "valid",
+        "unique",
+        "novel",
+        "with_e_above_hull",
+        "selected",
+        "stable",
+        "sun",
+        "sun_final",
+    ):
+        if name in summary:
+            typer.echo(f"  {name:<18} {summary[name]}")
+    timings = document.get("timings", {})
+    if timings:
+        typer.echo("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    if summary.get("reused_jobs"):
+        typer.echo("  reused finished jobs: " + ", ".join(summary["reused_jobs"]))
+
+
+@campaign_app.command("list")
+def campaign_list(store: StoreOption = DEFAULT_STORE) -> None:
+    """All campaigns in the store."""
+    results = _open_store(store)
+    for document in results.list_campaigns():
+        summary = document.get("summary", {})
+        typer.echo(
+            f"{document['campaign_id']:<40} {document['chemsys']:<12} {document['status']:<10} "
+            f"candidates {summary.get('generated', '-')}  S.U.N. {summary.get('sun', '-')}"
+        )
+    results.close()
+
+
+@campaign_app.command("status")
+def campaign_status(
+    campaign_id: Annotated[str, typer.Argument(help="Campaign id.")],
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Status, timings and summary of one campaign."""
+    results = _open_store(store)
+    document = results.campaign(campaign_id)
+    results.close()
+    if document is None:
+        raise _fail(f"no campaign {campaign_id!r} in {store}")
+    _print_campaign(document)
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+@results_app.command("list")
+def results_list(
+    campaign: Annotated[str | None, typer.Option(help="Campaign id.")] = None,
+    sun_only: Annotated[bool, typer.Option(help="Only stable, unique, novel candidates.")] = False,
+    max_ehull: Annotated[float | None, typer.Option(help="Only E_hull <= this (eV/atom).")] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Candidates, lowest E_hull first."""
+    results = _open_store(store)
+    documents = results.query_candidates(campaign, sun_only=sun_only, max_e_above_hull=max_ehull)
+    results.close()
+    flags = ("valid", "unique", "novel", "stable", "sun")
+    if output_format == OutputFormat.json:
+        keys = (
+            "candidate_id",
+            "campaign_id",
+            "formula",
+            "e_above_hull",
+            "level_of_theory",
+            "selected",
+            "failure",
+            *flags,
+        )
+        typer.echo(json.dumps([{k: d.get(k) for k in keys} for d in documents], indent=2))
+        return
+    typer.echo(f"{'candidate':<28}{'formula':<14}{'E_hull':>9}  " + " ".join(f[:6] for f in flags))
+    for d in documents:
+        e_hull = "-" if d.get("e_above_hull") is None else f"{d['e_above_hull']:.3f}"
+        marks = " ".join(("yes" if d.get(f) else "no").ljust(6) for f in flags)
+        typer.echo(f"{d['candidate_id']:<28}{d['formula']:<14}{e_hull:>9}  {marks}")
+
+
+@results_app.command("show")
+def results_show(
+    candidate_id: Annotated[str, typer.Argument(help="Candidate id (or campaign/candidate).")],
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Everything stored about one candidate, as JSON."""
+    results = _open_store(store)
+    document = results.candidate(candidate_id)
+    results.close()
+    if document is None:
+        raise _fail(f"no candidate {candidate_id!r} in {store}")
+    document.pop("_id", None)
+    typer.echo(json.dumps(document, indent=2, default=str))
+
+
+class ExportFormat(StrEnum):
+    cif = "cif"
+    extxyz = "extxyz"
+
+
+@results_app.command("export")
+def results_export(
+    campaign: Annotated[str, typer.Option(help="Campaign id.")],
+    out: Annotated[Path, typer.Option(help="Output file (.zip of CIFs, or .extxyz).")],
+    export_format: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.cif,
+    sun_only: Annotated[bool, typer.Option(help="Only S.U.N. candidates.")] = False,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Export a campaign's candidates (their most relaxed structure) with provenance."""
+    from pymatgen.core import Structure
+
+    from evaluation.crystal_io import write_cif_zip, write_extxyz
+    from evaluation.records import CrystalRecord
+
+    results = _open_store(store)
+    documents = results.query_candidates(campaign, sun_only=sun_only)
+    results.close()
+    if not documents:
+        raise _fail(f"no candidates for campaign {campaign!r} in {store}")
+    records = []
+    for d in documents:
+        stage = d.get("final") or d.get("prerelax") or {}
+        structure = Structure.from_dict(stage.get("structure") or d["structure"])
+        properties = {k: d.get(k) for k in ("e_above_hull", "level_of_theory", "sun", "novel")}
+        records.append(CrystalRecord(structure, d["candidate_id"], campaign, properties))
+    writer = write_cif_zip if export_format == ExportFormat.cif else write_extxyz
+    writer(records, out)
+    typer.echo(f"wrote {len(records)} candidates to {out}")
 
 
 @app.command()

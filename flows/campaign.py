@@ -1,0 +1,106 @@
+"""The discovery campaign as one jobflow graph (DESIGN.md, "Campaign flow").
+
+    generate → prerelax (MLFF, sharded) → filter (valid → unique → novel) → hull (prerelax
+    level) → select top-K → final stage (engine) → final hull (final level) → score
+
+Every job gets a UUID fixed by the campaign id and its stage, so rebuilding the graph of an
+existing campaign gives the same jobs: the runner reuses those already in the store (resume).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from jobflow import Flow, Job, Maker
+
+from evaluation.metrics import STABILITY_THRESHOLD
+from flows.generate import RSSGeneratorMaker
+from flows.relax import MLFFRelaxMaker, stable_uuid
+from flows.scoring import (
+    filter_candidates,
+    final_hull_stage,
+    hull_stage,
+    score_campaign,
+    select_top_k,
+)
+
+
+def _named(job: Job, campaign_id: str, stage: str) -> Job:
+    job.name = stage
+    job.set_uuid(stable_uuid(campaign_id, stage))
+    return job
+
+
+@dataclass
+class CampaignMaker(Maker):
+    """A discovery campaign for one chemical system.
+
+    Attributes
+    ----------
+    generator
+        Any generator Maker with ``make(chemsys, n_candidates)`` (``rss``, ``substitution``).
+    prerelax
+        The pre-relaxation MLFF stage (CHGNet by default).
+    final
+        The final-stage engine; for now a second, more accurate MLFF (SevenNet ``7net-l3i5``).
+        Its energies get their own hull at their own level of theory.
+    n_candidates, top_k
+        Candidates to generate; how many go to the final stage (paper: K = 100).
+    reference_path
+        Novelty reference and hull reference structures (default: the shipped set).
+    """
+
+    name: str = "campaign"
+    generator: Maker = field(default_factory=RSSGeneratorMaker)
+    prerelax: MLFFRelaxMaker = field(default_factory=lambda: MLFFRelaxMaker(name="prerelax"))
+    final: MLFFRelaxMaker = field(
+        default_factory=lambda: MLFFRelaxMaker(name="final", model="7net-l3i5")
+    )
+    n_candidates: int = 64
+    top_k: int = 100
+    reference_path: str | None = None
+    stability_threshold: float = STABILITY_THRESHOLD
+
+    def make(self, chemsys: str, campaign_id: str) -> Flow:
+        """The campaign graph; its output is the ``score`` job's documents and summary."""
+        generate = _named(self.generator.make(chemsys, self.n_candidates), campaign_id, "generate")
+        prerelax = _named(self.prerelax.make(generate.output, campaign_id), campaign_id, "prerelax")
+        filtered = _named(
+            filter_candidates(generate.output, prerelax.output, self.reference_path),
+            campaign_id,
+            "filter",
+        )
+        hull = _named(
+            hull_stage(prerelax.output, filtered.output, self.reference_path, self.prerelax.model),
+            campaign_id,
+            "hull",
+        )
+        selected = _named(select_top_k(hull.output, self.top_k), campaign_id, "select")
+        final = _named(
+            self.final.make(
+                generate.output, campaign_id, previous=prerelax.output, only=selected.output
+            ),
+            campaign_id,
+            "final",
+        )
+        final_hull = _named(
+            final_hull_stage(final.output, selected.output, self.reference_path, self.final.model),
+            campaign_id,
+            "final hull",
+        )
+        score = _named(
+            score_campaign(
+                generate.output,
+                prerelax.output,
+                filtered.output,
+                hull.output,
+                selected.output,
+                final.output,
+                final_hull.output,
+                self.stability_threshold,
+            ),
+            campaign_id,
+            "score",
+        )
+        jobs = [generate, prerelax, filtered, hull, selected, final, final_hull, score]
+        return Flow(jobs, output=score.output, name=f"campaign {campaign_id} {chemsys}")

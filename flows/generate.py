@@ -1,0 +1,128 @@
+"""Generator Makers: each turns a chemical system into candidates with provenance.
+
+A candidate is ``{"candidate_id", "structure": Structure.as_dict(), "provenance": {...}}``;
+provenance always names the generator, its parameters, the seed and the index. The model's
+generator plugs in here later as a third Maker with the same ``make(chemsys, n_candidates)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobflow import Maker, job
+
+from evaluation.records import CrystalRecord
+
+Candidate = dict[str, Any]
+
+
+def _candidates(records: list[CrystalRecord], generator: str) -> list[Candidate]:
+    return [
+        {
+            "candidate_id": record.id,
+            "structure": record.structure.as_dict(),
+            "provenance": {"generator": generator, **record.properties},
+        }
+        for record in records
+    ]
+
+
+@dataclass
+class RSSGeneratorMaker(Maker):
+    """Random symmetric structures (AIRSS-style, pyxtal), Appendix D.4.1 of the preprint.
+
+    Attributes
+    ----------
+    seed
+        Makes the run reproducible; candidate ``i`` depends only on (seed, i).
+    symmops
+        Range of point-group operations (AIRSS SYMMOPS; the paper: 2–4).
+    minsep
+        Range of minimum separations in Å (AIRSS MINSEP; the paper: 0.7–3).
+    """
+
+    name: str = "generate rss"
+    seed: int = 0
+    symmops: tuple[int, int] = (2, 4)
+    minsep: tuple[float, float] = (0.7, 3.0)
+
+    @job
+    def make(self, chemsys: str, n_candidates: int) -> list[Candidate]:
+        """``n_candidates`` random structures spanning every element of ``chemsys``."""
+        from flows.generators import generate_rss
+
+        records, _failures = generate_rss(
+            chemsys, n_candidates, seed=self.seed, symmops=self.symmops, minsep=self.minsep
+        )
+        return _candidates(records, "rss")
+
+
+@dataclass
+class SubstitutionGeneratorMaker(Maker):
+    """Ion substitution (Hautier 2011 λ table) over prototypes and reference structures.
+
+    Attributes
+    ----------
+    threshold
+        Smallest substitution probability kept.
+    reference_path
+        Extra parent structures (default: the shipped reference set).
+    """
+
+    name: str = "generate substitution"
+    threshold: float = 1e-3
+    reference_path: str | None = None
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @job
+    def make(self, chemsys: str, n_candidates: int) -> list[Candidate]:
+        """Up to ``n_candidates`` unique decorations landing in ``chemsys``, most probable first."""
+        from evaluation.reference import load_reference
+        from flows.generators import generate_substitutions
+
+        reference = load_reference(self.reference_path).records
+        records = generate_substitutions(
+            chemsys,
+            reference=reference,
+            threshold=self.threshold,
+            max_candidates=n_candidates,
+            seed=self.seed,
+            **self.options,
+        )
+        return _candidates(records, "substitution")
+
+
+@dataclass
+class FileGeneratorMaker(Maker):
+    """Candidates read from a crystal file (any format of :mod:`evaluation.crystal_io`).
+
+    For structures generated elsewhere (another model, a colleague's list). Structures outside
+    the campaign's chemical system are left out; the first ``n_candidates`` inside are used.
+    """
+
+    name: str = "generate file"
+    path: str = ""
+
+    @job
+    def make(self, chemsys: str, n_candidates: int) -> list[Candidate]:
+        """The file's structures within ``chemsys``, in file order."""
+        from evaluation.crystal_io import read_crystals
+
+        elements = set(chemsys.split("-"))
+        records = [
+            record
+            for record in read_crystals(self.path).records
+            if {el.symbol for el in record.structure.composition.elements} <= elements
+        ][:n_candidates]
+        for index, record in enumerate(records):
+            record.properties = {"path": self.path, "index": index, "source_id": record.label}
+        return _candidates(records, "file")
+
+
+GENERATORS: dict[str, type[Maker]] = {
+    "rss": RSSGeneratorMaker,
+    "substitution": SubstitutionGeneratorMaker,
+    "file": FileGeneratorMaker,
+}

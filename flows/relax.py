@@ -1,0 +1,169 @@
+"""MLFF relaxation stages: the sharded pre-relaxation and the MLFF final stage.
+
+A candidate travels between jobs as a plain dict ``{"candidate_id", "structure", ...}``
+(``structure`` is ``Structure.as_dict()``), so job outputs serialise into any JobStore.
+Relaxation runs in shards of many structures per job — one calculator load per shard, not per
+structure — and a shard's failures are per candidate (status and reason), never the job's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+from uuid import NAMESPACE_URL, uuid5
+
+from jobflow import Flow, Maker, Response, job
+from pymatgen.core import Structure
+
+from evaluation.metrics import rmsd
+from evaluation.mlff import relax_structures
+
+Candidate = dict[str, Any]
+
+
+def as_structure(payload: Structure | dict[str, Any]) -> Structure:
+    """A Structure from a stored payload (jobflow decodes ``as_dict()`` payloads on the way)."""
+    return payload if isinstance(payload, Structure) else Structure.from_dict(payload)
+
+
+def as_structure_dict(payload: Structure | dict[str, Any]) -> dict[str, Any]:
+    """A ``Structure.as_dict()`` payload from either form."""
+    return payload.as_dict() if isinstance(payload, Structure) else payload
+
+
+def stable_uuid(*parts: str) -> str:
+    """A UUID fixed by its parts, so a rebuilt campaign graph has the same job ids."""
+    return str(uuid5(NAMESPACE_URL, "crystalforge:" + "/".join(parts)))
+
+
+def _finished_output() -> dict[str, Any] | None:
+    """This job's output if an earlier run of the same job id stored it, else ``None``."""
+    from jobflow import CURRENT_JOB
+
+    if CURRENT_JOB.store is None or CURRENT_JOB.job is None:
+        return None
+    document = CURRENT_JOB.store.query_one(
+        {"uuid": CURRENT_JOB.job.uuid, "index": CURRENT_JOB.job.index}, load=True
+    )
+    return document["output"] if document and document.get("output") else None
+
+
+@job(data="trajectories")
+def relax_shard(
+    candidates: list[Candidate], model: str, fmax: float, max_steps: int, stage: str
+) -> dict[str, Any]:
+    """Relax one shard with one MLFF; returns per-candidate stage results and timings.
+
+    The input structure of each candidate is its latest stage's structure (``input_key``
+    chosen by the caller as ``structure`` or the previous stage's relaxed structure).
+    """
+    finished = _finished_output()
+    if finished is not None:  # a resumed campaign: this shard already ran to completion
+        return finished
+    started = time.perf_counter()
+    structures = [as_structure(c["input_structure"]) for c in candidates]
+    results = relax_structures(structures, model=model, fmax=fmax, max_steps=max_steps)
+    stage_results, trajectories = [], {}
+    for candidate, structure, result in zip(candidates, structures, results, strict=True):
+        entry: dict[str, Any] = {
+            "candidate_id": candidate["candidate_id"],
+            "status": result.status,
+            "reason": result.reason,
+            "structure": result.structure.as_dict() if result.structure is not None else None,
+            "energy_per_atom": result.energy_per_atom,
+            "level_of_theory": result.level_of_theory or None,
+            "n_steps": result.n_steps,
+            "rmsd": None,
+        }
+        if result.structure is not None:
+            try:
+                entry["rmsd"] = rmsd(structure, result.structure)
+            except ValueError:
+                entry["rmsd"] = None
+        stage_results.append(entry)
+        trajectories[candidate["candidate_id"]] = result.trajectory.energies
+    return {
+        "stage": stage,
+        "results": stage_results,
+        "trajectories": trajectories,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+@job
+def merge_shards(shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """One stage output from its shards (order kept; seconds summed)."""
+    return {
+        "stage": shards[0]["stage"] if shards else "",
+        "results": [r for shard in shards for r in shard["results"]],
+        "seconds": sum(shard["seconds"] for shard in shards),
+    }
+
+
+def _with_inputs(candidates: list[Candidate], previous: dict[str, Any] | None) -> list[Candidate]:
+    """Attach each candidate's input structure: the previous stage's, else the generated one."""
+    relaxed = {}
+    if previous is not None:
+        relaxed = {r["candidate_id"]: r["structure"] for r in previous["results"] if r["structure"]}
+    return [
+        {**c, "input_structure": relaxed.get(c["candidate_id"], c["structure"])} for c in candidates
+    ]
+
+
+@dataclass
+class MLFFRelaxMaker(Maker):
+    """Relax candidates with an MLFF in shards (a dynamic fan-out: the count is known at run).
+
+    Attributes
+    ----------
+    name
+        Stage name (``prerelax`` or ``final``); also keys the deterministic job ids.
+    model
+        MLFF name for :func:`evaluation.mlff.load_calculator` (``chgnet``, ``7net-l3i5``, ...).
+    fmax, max_steps
+        Convergence criterion (eV/Å) and step budget.
+    shard_size
+        Structures per job: one calculator load per shard.
+    """
+
+    name: str = "prerelax"
+    model: str = "chgnet"
+    fmax: float = 0.05
+    max_steps: int = 500
+    shard_size: int = 32
+
+    @job
+    def make(
+        self,
+        candidates: list[Candidate],
+        campaign_id: str,
+        previous: dict | None = None,
+        only: list[str] | None = None,
+    ) -> Response:
+        """Replace this job by one relaxation job per shard and a merge job.
+
+        ``previous`` is an earlier stage's output whose relaxed structures are the inputs here;
+        ``only`` restricts the stage to these candidate ids (the selected top-K).
+        """
+        if only is not None:
+            wanted = set(only)
+            candidates = [c for c in candidates if c["candidate_id"] in wanted]
+        ready = _with_inputs(candidates, previous)
+        shards = []
+        for number, start in enumerate(range(0, max(len(ready), 1), self.shard_size)):
+            shard = relax_shard(
+                ready[start : start + self.shard_size],
+                self.model,
+                self.fmax,
+                self.max_steps,
+                self.name,
+            )
+            shard.name = f"{self.name} shard {number}"
+            shard.config.expose_store = True  # lets a resumed shard find its earlier output
+            shard.set_uuid(stable_uuid(campaign_id, self.name, "shard", str(number)))
+            shards.append(shard)
+        merged = merge_shards([shard.output for shard in shards])
+        merged.name = f"{self.name} merge"
+        merged.set_uuid(stable_uuid(campaign_id, self.name, "merge"))
+        return Response(replace=Flow([*shards, merged], output=merged.output, name=self.name))

@@ -1,0 +1,178 @@
+"""Running a campaign locally on the results store, resumably.
+
+The graph of a campaign is rebuilt identically from its id (fixed job UUIDs). Before running,
+every top-level job whose final output is already in the store is left out; the rest run
+with ``jobflow.run_locally`` on the same store, resolving references to the finished outputs.
+A process killed mid-campaign therefore loses nothing that had finished: each finished job's
+output was written to the sqlite store when the job ended.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from jobflow import Flow, run_locally
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from flows.campaign import CampaignMaker
+from flows.documents import CampaignDoc, CandidateDoc
+from flows.generate import GENERATORS
+from flows.generators.chemsys import parse_chemsys, require_arity
+from flows.relax import MLFFRelaxMaker
+from pipeline.store import ResultsStore
+
+ENGINES = ("mlff",)
+
+
+class CampaignConfig(BaseModel):
+    """A campaign's settings (``configs/campaign/*.yaml``; CLI flags override)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    generator: str = "rss"
+    num_candidates: int = Field(64, ge=1)
+    top_k: int = Field(8, ge=1)
+    engine: str = "mlff"
+    prerelax_model: str = "chgnet"
+    final_model: str = "7net-l3i5"
+    fmax: float = Field(0.05, gt=0)
+    max_steps: int = Field(300, ge=1)
+    final_fmax: float = Field(0.05, gt=0)
+    final_max_steps: int = Field(300, ge=1)
+    shard_size: int = Field(32, ge=1)
+    seed: int = 0
+    reference: str | None = None
+    input: str | None = Field(None, description="crystal file for the 'file' generator")
+    stability_threshold: float = 0.1
+
+    @model_validator(mode="after")
+    def _check(self) -> CampaignConfig:
+        if self.generator not in GENERATORS:
+            raise ValueError(
+                f"generator must be one of {sorted(GENERATORS)}, got {self.generator!r}"
+            )
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {list(ENGINES)}, got {self.engine!r}")
+        if self.generator == "file" and not self.input:
+            raise ValueError("the file generator needs input (a crystal file)")
+        if self.top_k > self.num_candidates:
+            raise ValueError(
+                f"top_k ({self.top_k}) cannot exceed num_candidates ({self.num_candidates})"
+            )
+        return self
+
+    def maker(self) -> CampaignMaker:
+        """The :class:`~flows.campaign.CampaignMaker` these settings describe."""
+        generators = {
+            "rss": lambda: GENERATORS["rss"](seed=self.seed),
+            "substitution": lambda: GENERATORS["substitution"](
+                seed=self.seed, reference_path=self.reference
+            ),
+            "file": lambda: GENERATORS["file"](path=self.input or ""),
+        }
+        generator = generators[self.generator]()
+        return CampaignMaker(
+            generator=generator,
+            prerelax=MLFFRelaxMaker(
+                name="prerelax",
+                model=self.prerelax_model,
+                fmax=self.fmax,
+                max_steps=self.max_steps,
+                shard_size=self.shard_size,
+            ),
+            final=MLFFRelaxMaker(
+                name="final",
+                model=self.final_model,
+                fmax=self.final_fmax,
+                max_steps=self.final_max_steps,
+                shard_size=self.shard_size,
+            ),
+            n_candidates=self.num_candidates,
+            top_k=self.top_k,
+            reference_path=self.reference,
+            stability_threshold=self.stability_threshold,
+        )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _finished(store: ResultsStore, uuid: str) -> bool:
+    """The job's latest output is in the store (a replaced job counts once its last part is)."""
+    docs = list(store.jobs.query({"uuid": uuid}, properties=["index", "output"]))
+    if not docs:
+        return False
+    latest = max(docs, key=lambda d: d["index"])
+    return latest.get("output") is not None
+
+
+def drop_finished_jobs(flow: Flow, store: ResultsStore) -> list[str]:
+    """Remove the jobs whose output is already stored; returns the names of those reused.
+
+    Their outputs are still what later jobs reference: references resolve from the store.
+    """
+    finished = [i for i, job in enumerate(flow.jobs) if _finished(store, job.uuid)]
+    reused = [flow.jobs[i].name for i in finished]
+    if len(finished) == len(flow.jobs):
+        flow.output = None  # nothing left to run; the output is the stored score
+        flow.remove_jobs(finished)
+    elif finished:
+        flow.remove_jobs(finished)
+    return reused
+
+
+def run_campaign(
+    chemsys: str, config: CampaignConfig, store: ResultsStore, campaign_id: str | None = None
+) -> dict[str, Any]:
+    """Run (or resume) a campaign; returns the campaign document.
+
+    Raises
+    ------
+    ValueError
+        For a malformed chemical system or one the generator cannot use.
+    """
+    elements = parse_chemsys(chemsys)
+    require_arity(elements, 2, config.generator)
+    system = "-".join(elements)
+    campaign_id = campaign_id or f"{system}-{config.generator}-{int(time.time())}"
+    existing = store.campaign(campaign_id)
+    if existing and existing["chemsys"] != system:
+        raise ValueError(f"campaign {campaign_id} exists for {existing['chemsys']}, not {system}")
+    created = existing["created_at"] if existing else _now()
+    document = CampaignDoc(
+        campaign_id=campaign_id,
+        chemsys=system,
+        config=config.model_dump(),
+        status="running",
+        created_at=created,
+        updated_at=_now(),
+    ).model_dump()
+    store.save_campaign(document)
+
+    flow = config.maker().make(system, campaign_id)
+    output_uuid = flow.output.uuid
+    reused = drop_finished_jobs(flow, store)
+    started = time.perf_counter()
+    if flow.jobs:
+        run_locally(flow, store=store.jobs, allow_external_references=True, log=True)
+    score = store.jobs.get_output(output_uuid, load=True) if _finished(store, output_uuid) else None
+    if score is None:
+        document.update(status="failed", updated_at=_now())
+        store.save_campaign(document)
+        return document
+    candidates = [
+        CandidateDoc(campaign_id=campaign_id, **candidate).model_dump()
+        for candidate in score["candidates"]
+    ]
+    store.save_candidates(candidates)
+    document.update(
+        status="completed",
+        updated_at=_now(),
+        summary={**score["summary"], "reused_jobs": reused},
+        timings={**score["timings"], "wall": time.perf_counter() - started},
+    )
+    store.save_campaign(document)
+    return document

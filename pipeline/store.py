@@ -1,0 +1,127 @@
+"""The results store: a jobflow JobStore plus campaign and candidate collections.
+
+Embedded default: maggma ``MontyStore`` (sqlite files) in one folder, no server. All four
+collections live in one MontyDB database there:
+
+* ``jobs`` — jobflow job outputs (the JobStore's docs store);
+* ``data`` — large job outputs (relaxation trajectories), the JobStore's additional store;
+* ``campaigns`` — one :class:`flows.documents.CampaignDoc` per campaign;
+* ``candidates`` — one :class:`flows.documents.CandidateDoc` per candidate, indexed on
+  ``campaign_id``, the flags and ``e_above_hull``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jobflow import JobStore
+from maggma.stores import MontyStore
+
+DATABASE_NAME = "crystalforge"
+CANDIDATE_INDEXES = ("campaign_id", "candidate_id", "sun", "stable", "novel", "e_above_hull")
+
+
+def _monty(path: Path, collection: str, key: str) -> MontyStore:
+    return MontyStore(
+        collection,
+        database_path=str(path),
+        database_name=DATABASE_NAME,
+        storage="sqlite",
+        key=key,
+    )
+
+
+@dataclass
+class ResultsStore:
+    """Everything a campaign writes, in one place.
+
+    Attributes
+    ----------
+    jobs
+        The jobflow ``JobStore`` the graph runs on.
+    campaigns, candidates
+        maggma stores of campaign and candidate documents.
+    """
+
+    jobs: JobStore
+    campaigns: Any
+    candidates: Any
+
+    @classmethod
+    def embedded(cls, path: str | Path) -> ResultsStore:
+        """MontyDB (sqlite) files in the folder ``path``, created if missing."""
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        jobs = JobStore(
+            _monty(folder, "jobs", "uuid"),
+            additional_stores={"data": _monty(folder, "data", "blob_uuid")},
+        )
+        return cls(
+            jobs=jobs,
+            campaigns=_monty(folder, "campaigns", "campaign_id"),
+            candidates=_monty(folder, "candidates", "candidate_key"),
+        )
+
+    def connect(self) -> ResultsStore:
+        """Open every collection and make sure the candidate indexes exist."""
+        self.jobs.connect()
+        self.campaigns.connect()
+        self.candidates.connect()
+        for field_name in CANDIDATE_INDEXES:
+            try:
+                self.candidates.ensure_index(field_name)
+            except NotImplementedError:
+                # MontyDB (the embedded store) has no secondary indexes; MongoDB builds them.
+                break
+        return self
+
+    def close(self) -> None:
+        for store in (self.jobs, self.campaigns, self.candidates):
+            store.close()
+
+    # --- documents --------------------------------------------------------------------------
+    def save_campaign(self, document: dict[str, Any]) -> None:
+        self.campaigns.update([document], key="campaign_id")
+
+    def save_candidates(self, documents: list[dict[str, Any]]) -> None:
+        """Upsert by (campaign, candidate): a rerun replaces, never duplicates."""
+        for document in documents:
+            document["candidate_key"] = f"{document['campaign_id']}/{document['candidate_id']}"
+        if documents:
+            self.candidates.update(documents, key="candidate_key")
+
+    def campaign(self, campaign_id: str) -> dict[str, Any] | None:
+        return self.campaigns.query_one({"campaign_id": campaign_id})
+
+    def list_campaigns(self) -> list[dict[str, Any]]:
+        return sorted(self.campaigns.query({}), key=lambda d: d.get("created_at", ""))
+
+    def query_candidates(
+        self,
+        campaign_id: str | None = None,
+        *,
+        sun_only: bool = False,
+        max_e_above_hull: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Candidates matching the filters, lowest E_hull first (unscored last)."""
+        criteria: dict[str, Any] = {}
+        if campaign_id:
+            criteria["campaign_id"] = campaign_id
+        if sun_only:
+            criteria["sun"] = True
+        if max_e_above_hull is not None:
+            criteria["e_above_hull"] = {"$lte": max_e_above_hull}
+        documents = list(self.candidates.query(criteria))
+        for document in documents:
+            document.pop("_id", None)
+        return sorted(
+            documents,
+            key=lambda d: (d.get("e_above_hull") is None, d.get("e_above_hull") or 0.0),
+        )
+
+    def candidate(self, candidate_key: str) -> dict[str, Any] | None:
+        """One candidate by ``campaign/candidate`` key or by bare candidate id."""
+        document = self.candidates.query_one({"candidate_key": candidate_key})
+        return document or self.candidates.query_one({"candidate_id": candidate_key})

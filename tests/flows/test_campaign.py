@@ -1,0 +1,155 @@
+"""Campaigns end to end on the embedded store: scoring, resume, kill -9, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pymatgen.core import Lattice, Structure
+from typer.testing import CliRunner
+
+from evaluation.crystal_io import write_cif_zip, write_extxyz
+from evaluation.records import CrystalRecord
+from flows.relax import stable_uuid
+from pipeline.cli import app
+from pipeline.store import ResultsStore
+
+runner = CliRunner()
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+
+
+def l10_cuau() -> Structure:
+    return Structure(Lattice.tetragonal(2.85, 3.70), ["Cu", "Au"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def l12(a: float, corner: str, face: str) -> Structure:
+    positions = [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
+    return Structure(Lattice.cubic(a), [corner, face, face, face], positions)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRYSTALFORGE_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def inputs(tmp_path) -> dict[str, Path]:
+    candidates = [
+        CrystalRecord(l10_cuau(), "cuau-L10", "t"),  # known: in the reference below
+        CrystalRecord(l12(3.75, "Au", "Cu"), "cu3au-L12", "t"),
+        CrystalRecord(l12(3.98, "Cu", "Au"), "cuau3-L12", "t"),
+        CrystalRecord(l12(3.75, "Au", "Cu"), "cu3au-again", "t"),  # duplicate
+        CrystalRecord(
+            Structure(Lattice.cubic(4.0), ["Cu", "Au"], [[0, 0, 0], [0.05, 0, 0]]), "broken", "t"
+        ),
+    ]
+    samples = tmp_path / "candidates.extxyz"
+    write_extxyz(candidates, samples)
+    reference = tmp_path / "reference.zip"
+    write_cif_zip([CrystalRecord(l10_cuau(), "CuAu-L10", "ref")], reference)
+    return {"samples": samples, "reference": reference, "store": tmp_path / "store"}
+
+
+def campaign_args(inputs: dict[str, Path], campaign_id: str) -> list[str]:
+    return [
+        "campaign", "run", "Au-Cu", "--generator", "file", "--input", str(inputs["samples"]),
+        "--num-candidates", "5", "--top-k", "2", "--max-steps", "60",
+        "--reference", str(inputs["reference"]), "--store", str(inputs["store"]),
+        "--campaign-id", campaign_id, "--config", str(Path(__file__).parent / "campaign_test.yaml"),
+    ]  # fmt: skip
+
+
+def test_campaign_scores_every_candidate_and_results_list_returns_flags(inputs):
+    result = runner.invoke(app, campaign_args(inputs, "cuau-1"))
+    assert result.exit_code == 0, result.output
+    listed = runner.invoke(
+        app,
+        [
+            "results",
+            "list",
+            "--campaign",
+            "cuau-1",
+            "--format",
+            "json",
+            "--store",
+            str(inputs["store"]),
+        ],
+    )
+    assert listed.exit_code == 0, listed.output
+    rows = {row["candidate_id"]: row for row in json.loads(listed.stdout)}
+    assert set(rows) == {"cuau-L10", "cu3au-L12", "cuau3-L12", "cu3au-again", "broken"}
+    assert rows["cuau-L10"]["novel"] is False
+    assert rows["cu3au-again"]["unique"] is False
+    assert rows["broken"]["valid"] is False and "prerelax" in rows["broken"]["failure"]
+    assert rows["broken"]["e_above_hull"] is None
+    for name in ("cu3au-L12", "cuau3-L12"):
+        row = rows[name]
+        assert row["valid"] and row["unique"] and row["novel"]
+        assert isinstance(row["e_above_hull"], float)
+        assert row["sun"] == (row["e_above_hull"] < 0.1)
+    # The two selected candidates were scored again at the final stage's own level of theory.
+    selected = [row for row in rows.values() if row["selected"]]
+    assert len(selected) == 2
+    assert {row["level_of_theory"] for row in selected} == {"mlff:sevennet-7net-0"}
+
+
+def test_rerunning_a_campaign_reuses_finished_jobs_and_duplicates_nothing(inputs):
+    assert runner.invoke(app, campaign_args(inputs, "cuau-2")).exit_code == 0
+    again = runner.invoke(app, campaign_args(inputs, "cuau-2"))
+    assert again.exit_code == 0, again.output
+    assert "reused finished jobs: generate, prerelax, filter" in again.output
+    store = ResultsStore.embedded(inputs["store"]).connect()
+    assert len(store.query_candidates("cuau-2")) == 5
+    store.close()
+
+
+def test_a_campaign_killed_mid_way_resumes_without_losing_finished_work(inputs):
+    command = [sys.executable, "-m", "pipeline", *campaign_args(inputs, "cuau-3")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    prerelax_uuid = stable_uuid("cuau-3", "prerelax")
+    prerelax_done = False
+    while time.monotonic() < deadline and process.poll() is None:
+        store = ResultsStore.embedded(inputs["store"]).connect()
+        # The pre-relaxation's final output (index 2, after its shards were merged) is stored.
+        prerelax_done = store.jobs.query_one({"uuid": prerelax_uuid, "index": 2}) is not None
+        store.close()
+        if prerelax_done:
+            break
+        time.sleep(0.5)
+    assert prerelax_done, "the campaign never finished its pre-relaxation"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    resumed = runner.invoke(app, campaign_args(inputs, "cuau-3"))
+    assert resumed.exit_code == 0, resumed.output
+    assert "reused finished jobs: generate, prerelax" in resumed.output
+    store = ResultsStore.embedded(inputs["store"]).connect()
+    assert len(store.query_candidates("cuau-3")) == 5
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["Li-Xx-O"], "Xx"),
+        (["Li--O"], "Li--O"),
+        (["Li"], "at least 2 elements"),
+        (["Li-O", "--num-candidates", "0"], "num-candidates"),
+        (["Li-O", "--num-candidates", "4", "--top-k", "8"], "top_k"),
+        (["Li-O", "--generator", "magic"], "generator"),
+        (["Li-O", "--engine", "vasp-on-a-toaster"], "engine"),
+    ],
+)
+def test_bad_campaign_input_is_one_line_naming_the_field_with_exit_code_2(tmp_path, args, expected):
+    result = runner.invoke(app, ["campaign", "run", *args, "--store", str(tmp_path / "s")])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert len(result.output.strip().splitlines()) == 1
