@@ -153,3 +153,47 @@ def test_bad_campaign_input_is_one_line_naming_the_field_with_exit_code_2(tmp_pa
     assert result.exit_code == 2, result.output
     assert expected in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_status_list_show_and_export_read_the_store(inputs, tmp_path):
+    assert runner.invoke(app, campaign_args(inputs, "cuau-4")).exit_code == 0
+    store = ["--store", str(inputs["store"])]
+
+    status = runner.invoke(app, ["campaign", "status", "cuau-4", *store])
+    assert status.exit_code == 0 and "completed" in status.output
+    assert "cuau-4" in runner.invoke(app, ["campaign", "list", *store]).output
+    missing = runner.invoke(app, ["campaign", "status", "nope", *store])
+    assert missing.exit_code == 2
+
+    shown = runner.invoke(app, ["results", "show", "cuau-4/cu3au-L12", *store])
+    assert shown.exit_code == 0, shown.output
+    document = json.loads(shown.stdout)
+    assert document["prerelax"]["status"] in ("ok", "not_converged")
+    assert document["provenance"]["generator"] == "file"
+
+    exported = tmp_path / "cands.extxyz"
+    result = runner.invoke(
+        app,
+        [
+            "results",
+            "export",
+            "--campaign",
+            "cuau-4",
+            "--format",
+            "extxyz",
+            "--out",
+            str(exported),
+            *store,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    from evaluation.crystal_io import read_crystals
+
+    records = read_crystals(exported).records
+    assert {r.id for r in records} == {
+        "cuau-L10",
+        "cu3au-L12",
+        "cuau3-L12",
+        "cu3au-again",
+        "broken",
+    }
