@@ -60,13 +60,19 @@ class CampaignMaker(Maker):
     top_k: int = 100
     reference_path: str | None = None
     stability_threshold: float = STABILITY_THRESHOLD
+    require_charge_balance: bool = False
 
     def make(self, chemsys: str, campaign_id: str) -> Flow:
         """The campaign graph; its output is the ``score`` job's documents and summary."""
         generate = _named(self.generator.make(chemsys, self.n_candidates), campaign_id, "generate")
         prerelax = _named(self.prerelax.make(generate.output, campaign_id), campaign_id, "prerelax")
         filtered = _named(
-            filter_candidates(generate.output, prerelax.output, self.reference_path),
+            filter_candidates(
+                generate.output,
+                prerelax.output,
+                self.reference_path,
+                self.require_charge_balance,
+            ),
             campaign_id,
             "filter",
         )

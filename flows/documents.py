@@ -47,7 +47,8 @@ class CandidateDoc(BaseModel):
     structure: dict[str, Any] = Field(description="the generated structure")
     prerelax: StageResult | None = None
     final: StageResult | None = None
-    valid: bool = False
+    valid: bool = Field(False, description="structurally valid (+ charge balanced if required)")
+    valid_composition: bool = Field(False, description="SMACT charge balance")
     unique: bool = False
     duplicate_of: str | None = None
     novel: bool = False

@@ -50,7 +50,7 @@ class RSSGeneratorMaker(Maker):
     @job
     def make(self, chemsys: str, n_candidates: int) -> list[Candidate]:
         """``n_candidates`` random structures spanning every element of ``chemsys``."""
-        from flows.generators import generate_rss
+        from flows.generators.rss import generate_rss
 
         records, _failures = generate_rss(
             chemsys, n_candidates, seed=self.seed, symmops=self.symmops, minsep=self.minsep
@@ -80,7 +80,7 @@ class SubstitutionGeneratorMaker(Maker):
     def make(self, chemsys: str, n_candidates: int) -> list[Candidate]:
         """Up to ``n_candidates`` unique decorations landing in ``chemsys``, most probable first."""
         from evaluation.reference import load_reference
-        from flows.generators import generate_substitutions
+        from flows.generators.substitution import generate_substitutions
 
         reference = load_reference(self.reference_path).records
         records = generate_substitutions(

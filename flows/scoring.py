@@ -43,13 +43,19 @@ def _usable(result: dict[str, Any] | None) -> bool:
 
 @job
 def filter_candidates(
-    candidates: list[Candidate], prerelax: dict[str, Any], reference_path: str | None
+    candidates: list[Candidate],
+    prerelax: dict[str, Any],
+    reference_path: str | None,
+    require_charge_balance: bool = False,
 ) -> dict[str, Any]:
     """Validity → uniqueness among candidates → novelty against the reference.
 
-    Validity is judged on the generated structure (as the paper does); uniqueness and novelty
-    on the pre-relaxed structure. A candidate whose pre-relaxation failed fails the filter,
-    with the reason recorded.
+    Validity is structural (distances ≥ 0.5 Å, volume ≥ 0.1 Å³) on the generated structure;
+    SMACT charge balance is recorded as ``valid_composition`` and only gates the filter when
+    ``require_charge_balance`` is set — the paper's chemical-system protocol keeps
+    intermetallics and other non-ionic candidates. Uniqueness and novelty are judged on the
+    pre-relaxed structure. A candidate whose pre-relaxation failed fails the filter, with the
+    reason recorded.
     """
     started = time.perf_counter()
     relaxed = _by_id(prerelax)
@@ -58,14 +64,24 @@ def filter_candidates(
     for candidate in candidates:
         cid = candidate["candidate_id"]
         generated = as_structure(candidate["structure"])
-        valid = is_structurally_valid(generated) and is_compositionally_valid(generated.composition)
+        structurally_valid = is_structurally_valid(generated)
+        charge_balanced = is_compositionally_valid(generated.composition)
+        valid = structurally_valid and (charge_balanced or not require_charge_balance)
         result = relaxed.get(cid)
-        flags[cid] = {"valid": valid, "unique": False, "novel": False, "failure": None}
+        flags[cid] = {
+            "valid": valid,
+            "valid_composition": charge_balanced,
+            "unique": False,
+            "novel": False,
+            "failure": None,
+        }
         if not _usable(result):
             reason = result["reason"] if result else "not relaxed"
             flags[cid]["failure"] = f"prerelax {result['status'] if result else ''}: {reason}"
         elif not valid:
-            flags[cid]["failure"] = "invalid structure or composition"
+            flags[cid]["failure"] = (
+                "not charge balanced" if structurally_valid else "invalid structure"
+            )
         else:
             survivors.append((cid, as_structure(result["structure"])))
 
@@ -205,6 +221,7 @@ def score_campaign(
                 "prerelax": _stage_doc(stage_pre),
                 "final": _stage_doc(stage_final) if stage_final else None,
                 "valid": flags["valid"],
+                "valid_composition": flags["valid_composition"],
                 "unique": flags["unique"],
                 "duplicate_of": flags.get("duplicate_of"),
                 "novel": flags["novel"],

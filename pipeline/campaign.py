@@ -46,6 +46,7 @@ class CampaignConfig(BaseModel):
     reference: str | None = None
     input: str | None = Field(None, description="crystal file for the 'file' generator")
     stability_threshold: float = 0.1
+    require_charge_balance: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> CampaignConfig:
@@ -93,6 +94,7 @@ class CampaignConfig(BaseModel):
             top_k=self.top_k,
             reference_path=self.reference,
             stability_threshold=self.stability_threshold,
+            require_charge_balance=self.require_charge_balance,
         )
 
 
