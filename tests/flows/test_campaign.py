@@ -197,3 +197,28 @@ def test_status_list_show_and_export_read_the_store(inputs, tmp_path):
         "cu3au-again",
         "broken",
     }
+
+
+def test_a_tiny_rss_campaign_on_a_binary_system_runs_end_to_end(tmp_path, inputs):
+    store = ["--store", str(tmp_path / "rss-store")]
+    result = runner.invoke(
+        app,
+        [
+            "campaign", "run", "Cu-Au", "--generator", "rss", "--num-candidates", "4",
+            "--top-k", "1", "--max-steps", "40", "--seed", "3", "--campaign-id", "rss-tiny",
+            "--reference", str(inputs["reference"]),
+            "--config", str(Path(__file__).parent / "campaign_test.yaml"), *store,
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    listed = runner.invoke(
+        app, ["results", "list", "--campaign", "rss-tiny", "--format", "json", *store]
+    )
+    rows = json.loads(listed.stdout)
+    assert len(rows) == 4
+    assert all(row["candidate_id"].startswith("rss-3-") for row in rows)
+    scored = [row for row in rows if row["e_above_hull"] is not None]
+    assert scored, "no RSS candidate got an energy above hull"
+    for row in scored:
+        assert row["valid"] and row["unique"]
+        assert row["sun"] == (row["stable"] and row["novel"])
