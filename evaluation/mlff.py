@@ -26,10 +26,11 @@ from typing import Any, Literal
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import Calculator
+from ase.calculators.calculator import Calculator, all_changes
 from ase.filters import FrechetCellFilter
 from ase.neighborlist import neighbor_list
 from ase.optimize import BFGS, FIRE, LBFGS
+from ase.stress import full_3x3_to_voigt_6_stress
 from pymatgen.core import Lattice, Structure
 from tqdm.auto import tqdm
 
@@ -101,12 +102,66 @@ def load_calculator(name: str, device: str = "cpu") -> tuple[Calculator, str]:
 
 def _load_chgnet(device: str) -> tuple[Calculator, str]:
     from chgnet.model import CHGNet
-    from chgnet.model.dynamics import CHGNetCalculator
 
     with contextlib.redirect_stdout(io.StringIO()):  # CHGNet prints its device and size
         model = CHGNet.load(model_name="0.3.0", use_device=device, verbose=False)
-        calc = CHGNetCalculator(model=model, use_device=device)
-    return calc, f"mlff:chgnet-{model.version or '0.3.0'}"
+    return CHGNetInferenceCalculator(model, device), f"mlff:chgnet-{model.version or '0.3.0'}"
+
+
+class CHGNetInferenceCalculator(Calculator):
+    """CHGNet energy, forces and stress (eV/Å³) with one backward pass and no training graph.
+
+    chgnet's own ``CHGNetCalculator`` differentiates the energy twice (forces, then stress),
+    each time with ``create_graph=True`` as training needs, and also predicts magnetic moments.
+    Here the energy is differentiated once with respect to positions and strain together:
+    about 2x faster per call on one CPU thread, same numbers to float32 round-off (tested
+    against ``CHGNetCalculator``). It uses chgnet's ``BatchedGraph`` and ``CHGNet._compute``
+    (chgnet 0.4). ``model`` keeps the CHGNet for batched single points.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+    def __init__(self, model: Any, device: str = "cpu") -> None:
+        super().__init__()
+        self.model = model.to(device).eval()
+        self.model.graph_converter.set_isolated_atom_response("warn")  # as CHGNetCalculator
+        self.device = device
+
+    def calculate(
+        self,
+        atoms: Atoms | None = None,
+        properties: list[str] | None = None,
+        system_changes: list[str] = all_changes,
+    ) -> None:
+        import torch
+        from chgnet.model.model import BatchedGraph
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        super().calculate(atoms, properties, system_changes)
+        model = self.model
+        graph = model.graph_converter(AseAtomsAdaptor.get_structure(self.atoms)).to(self.device)
+        with torch.enable_grad():
+            batch = BatchedGraph.from_graphs(
+                [graph],
+                bond_basis_expansion=model.bond_basis_expansion,
+                angle_basis_expansion=model.angle_basis_expansion,
+                compute_stress=True,
+            )
+            per_atom = model._compute(batch)["e"]  # eV/atom when intensive, without AtomRef
+            n_atoms = len(self.atoms) if model.is_intensive else 1
+            energy = per_atom.sum() * n_atoms
+            positions_grad, strain_grad = torch.autograd.grad(
+                energy, [batch.atom_positions[0], batch.strains[0]]
+            )
+        if model.composition_model is not None:  # AtomRef: a constant for a given composition
+            energy = energy + model.composition_model([graph]).sum() * n_atoms
+        stress = (strain_grad / batch.volumes[0]).detach().cpu().numpy()
+        self.results = {
+            "energy": float(energy.detach()),
+            "forces": -positions_grad.detach().cpu().numpy(),
+            "stress": full_3x3_to_voigt_6_stress(stress.astype(np.float64)),
+        }
+        self.results["free_energy"] = self.results["energy"]
 
 
 def _load_sevennet(model: str, device: str) -> tuple[Calculator, str]:
@@ -342,6 +397,28 @@ def _check_step(atoms: Atoms, e0_per_atom: float, v0: float, criteria: Explosion
         raise _ExplodedError(f"atoms {closest:.2f} Å apart")
 
 
+class _FrechetCellFilter(FrechetCellFilter):
+    """ASE's FrechetCellFilter, computing its generalized forces once per state.
+
+    ASE's optimizers ask for them three times per step, and each time costs a matrix logarithm
+    and nine Fréchet derivatives of the matrix exponential: about a fifth of a CHGNet relaxation
+    of a small cell. The result depends only on the positions and the cell, so it is reused
+    until either changes.
+    """
+
+    _cached: tuple[bytes, np.ndarray, np.ndarray] | None = None
+
+    def get_forces(self, **kwargs: Any) -> np.ndarray:
+        key = (
+            self.atoms.positions.tobytes() + self.atoms.cell.array.tobytes() + repr(kwargs).encode()
+        )
+        if self._cached is None or self._cached[0] != key:
+            forces = super().get_forces(**kwargs)
+            self._cached = (key, forces, self.stress)
+        self.stress = self._cached[2]
+        return self._cached[1].copy()
+
+
 def _relax_one(
     structure: Structure,
     label: str,
@@ -375,7 +452,7 @@ def _relax_one(
             _check_step(atoms, e0, v0, criteria)
             traj.energies.append(float(atoms.get_potential_energy()))
 
-        target = FrechetCellFilter(atoms) if relax_cell else atoms
+        target = _FrechetCellFilter(atoms) if relax_cell else atoms
         opt = _OPTIMIZERS[optimizer](target, logfile=None)
         opt.attach(observe, interval=1)
         converged = bool(opt.run(fmax=fmax, steps=max_steps))
