@@ -44,7 +44,10 @@ app.add_typer(results_app, name="results")
 
 DEFAULT_STORE = Path("crystalforge-store")
 StoreOption = Annotated[
-    Path, typer.Option("--store", help="Folder of the embedded results store (MontyDB/sqlite).")
+    Path,
+    typer.Option(
+        "--store", help="Embedded store folder (MontyDB/sqlite), or a YAML spec (MongoDB)."
+    ),
 ]
 
 EXIT_BAD_INPUT = 2
@@ -278,7 +281,10 @@ def data_build_reference(
 def _open_store(path: Path):
     from pipeline.store import ResultsStore
 
-    return ResultsStore.embedded(path).connect()
+    try:
+        return ResultsStore.open(path).connect()
+    except (OSError, ValueError) as error:
+        raise _fail(f"cannot open store {path}: {error}") from None
 
 
 @campaign_app.command("run")

@@ -64,6 +64,54 @@ class ResultsStore:
             candidates=_monty(folder, "candidates", "candidate_key"),
         )
 
+    @classmethod
+    def from_file(cls, path: str | Path) -> ResultsStore:
+        """Stores from a jobflow-style YAML spec (MongoDB in production).
+
+        ``JOB_STORE`` takes jobflow's own format (``docs_store`` and ``additional_stores``,
+        each with a maggma ``type``); ``CAMPAIGNS_STORE`` and ``CANDIDATES_STORE`` are maggma
+        store specs in the same ``type`` + keyword form, e.g.::
+
+            JOB_STORE:
+              docs_store: {type: MongoStore, database: crystalforge, collection_name: jobs,
+                           host: mongo, port: 27017}
+              additional_stores:
+                data: {type: GridFSStore, database: crystalforge, collection_name: data,
+                       host: mongo, port: 27017}
+            CAMPAIGNS_STORE: {type: MongoStore, database: crystalforge,
+                              collection_name: campaigns, host: mongo, key: campaign_id}
+            CANDIDATES_STORE: {type: MongoStore, database: crystalforge,
+                               collection_name: candidates, host: mongo, key: candidate_key}
+        """
+        import maggma.stores
+        import yaml
+
+        spec = yaml.safe_load(Path(path).read_text()) or {}
+        missing = {"JOB_STORE", "CAMPAIGNS_STORE", "CANDIDATES_STORE"} - set(spec)
+        if missing:
+            raise ValueError(f"store config {path} lacks {sorted(missing)}")
+
+        def build(store_spec: dict[str, Any]) -> Any:
+            store_spec = dict(store_spec)
+            kind = store_spec.pop("type", None)
+            if not hasattr(maggma.stores, str(kind)):
+                raise ValueError(f"store config {path}: unknown store type {kind!r}")
+            return getattr(maggma.stores, kind)(**store_spec)
+
+        return cls(
+            jobs=JobStore.from_dict_spec(spec["JOB_STORE"]),
+            campaigns=build(spec["CAMPAIGNS_STORE"]),
+            candidates=build(spec["CANDIDATES_STORE"]),
+        )
+
+    @classmethod
+    def open(cls, location: str | Path) -> ResultsStore:
+        """A YAML spec (``.yaml``/``.yml``) or a folder for the embedded store."""
+        location = Path(location)
+        if location.suffix in (".yaml", ".yml"):
+            return cls.from_file(location)
+        return cls.embedded(location)
+
     def connect(self) -> ResultsStore:
         """Open every collection and make sure the candidate indexes exist."""
         self.jobs.connect()

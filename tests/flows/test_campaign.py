@@ -222,3 +222,28 @@ def test_a_tiny_rss_campaign_on_a_binary_system_runs_end_to_end(tmp_path, inputs
     for row in scored:
         assert row["valid"] and row["unique"]
         assert row["sun"] == (row["stable"] and row["novel"])
+
+
+def test_a_yaml_store_spec_opens_the_same_collections(tmp_path):
+    folder = tmp_path / "db"
+    spec = tmp_path / "store.yaml"
+    spec.write_text(
+        f"""
+JOB_STORE:
+  docs_store: {{type: MontyStore, collection_name: jobs, database_path: "{folder}", key: uuid}}
+  additional_stores:
+    data: {{type: MontyStore, collection_name: data, database_path: "{folder}", key: blob_uuid}}
+CAMPAIGNS_STORE: {{type: MontyStore, collection_name: campaigns, database_path: "{folder}",
+                   key: campaign_id}}
+CANDIDATES_STORE: {{type: MontyStore, collection_name: candidates, database_path: "{folder}",
+                    key: candidate_key}}
+"""
+    )
+    store = ResultsStore.open(spec).connect()
+    store.save_candidates([{"campaign_id": "c", "candidate_id": "x", "sun": True}])
+    assert [d["candidate_id"] for d in store.query_candidates("c", sun_only=True)] == ["x"]
+    store.close()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("JOB_STORE: {}\n")
+    result = runner.invoke(app, ["campaign", "list", "--store", str(bad)])
+    assert result.exit_code == 2 and "CAMPAIGNS_STORE" in result.output
