@@ -1,5 +1,5 @@
 # The two commands a user types on a fresh clone:
-#   make demo   # install, then evaluate the bundled sample crystals (CPU only)
+#   make demo   # install, then run a small discovery campaign on the embedded store (CPU only)
 #   make test   # install, then run the test suite CI runs
 # Both create or refresh the virtual environment in .venv first.
 
@@ -12,7 +12,8 @@ STAMP := $(VENV)/.crystalforge-installed
 export OMP_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test test-slow lint format reference benchmark-novelty clean
+.PHONY: install demo demo-evaluate test test-slow lint format reference benchmark-novelty \
+	benchmark-prerelax clean
 
 install: $(STAMP)
 
@@ -24,7 +25,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,matgl]"
 	touch $(STAMP)
 
+# Li-Co-O, random structure search, 64 candidates, top 8 -> results in demo-store/.
+# Running it again resumes the same campaign: finished jobs are reused.
 demo: $(STAMP)
+	$(BIN)/crystalforge campaign run Li-Co-O --config configs/campaign/demo.yaml \
+		--store demo-store --campaign-id demo-Li-Co-O
+	$(BIN)/crystalforge results list --campaign demo-Li-Co-O --store demo-store
+
+# S.U.N. evaluation of the bundled sample crystals (the foundation's demo).
+demo-evaluate: $(STAMP)
 	$(BIN)/crystalforge evaluate data/samples/demo_samples.extxyz --relax chgnet --output demo-output
 
 test: $(STAMP)
@@ -47,5 +56,8 @@ reference: $(STAMP)
 benchmark-novelty: $(STAMP)
 	$(BIN)/python benchmarks/novelty.py
 
+benchmark-prerelax: $(STAMP)
+	$(BIN)/python benchmarks/prerelax.py
+
 clean:
-	rm -rf $(VENV) demo-output crystalforge-output .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo-output demo-store crystalforge-output crystalforge-store .pytest_cache .ruff_cache

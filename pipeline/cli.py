@@ -348,6 +348,20 @@ def campaign_run(
     _print_campaign(document)
     if document["status"] != "completed":
         raise typer.Exit(code=1)
+    results = _open_store(store)
+    best = [
+        d
+        for d in results.query_candidates(document["campaign_id"])
+        if d.get("e_above_hull") is not None
+    ][:5]
+    results.close()
+    if best:
+        typer.echo("  best candidates (E_hull eV/atom, level, S.U.N.):")
+        for d in best:
+            typer.echo(
+                f"    {d['candidate_id']:<24} {d['formula']:<12} {d['e_above_hull']:8.3f}  "
+                f"{d['level_of_theory']}  {'S.U.N.' if d['sun'] else ''}"
+            )
 
 
 def _print_campaign(document: dict) -> None:

@@ -247,3 +247,34 @@ CANDIDATES_STORE: {{type: MontyStore, collection_name: candidates, database_path
     bad.write_text("JOB_STORE: {}\n")
     result = runner.invoke(app, ["campaign", "list", "--store", str(bad)])
     assert result.exit_code == 2 and "CAMPAIGNS_STORE" in result.output
+
+
+def test_a_tiny_substitution_campaign_scores_its_decorations(tmp_path):
+    reference = tmp_path / "nacl-reference.zip"
+    rocksalt = Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
+    write_cif_zip([CrystalRecord(rocksalt, "NaCl-rocksalt", "ref")], reference)
+    store = ["--store", str(tmp_path / "sub-store")]
+    result = runner.invoke(
+        app,
+        [
+            "campaign", "run", "Na-Cl", "--generator", "substitution", "--num-candidates", "3",
+            "--top-k", "1", "--max-steps", "40", "--campaign-id", "sub-tiny",
+            "--reference", str(reference),
+            "--config", str(Path(__file__).parent / "campaign_test.yaml"), *store,
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = json.loads(
+        runner.invoke(
+            app, ["results", "list", "--campaign", "sub-tiny", "--format", "json", *store]
+        ).stdout
+    )
+    assert 1 <= len(rows) <= 3
+    assert all(set(row["formula"]) <= set("NaCl0123456789") for row in rows)  # only Na and Cl
+    scored = [row for row in rows if row["e_above_hull"] is not None]
+    for row in scored:
+        assert row["valid"] and row["unique"]
+        assert row["sun"] == (row["stable"] and row["novel"])
+    assert scored or all(row["failure"] for row in rows)
