@@ -440,6 +440,37 @@ class EntryHullReference(HullReference):
     def _entries_of(self, elements: frozenset[str]) -> list[PDEntry]:
         return list(self._index.get(elements, []))
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able form (total energies, so :meth:`from_dict` rebuilds it exactly)."""
+        entries = []
+        for group in self._index.values():
+            for entry in group:
+                comp = entry.composition
+                total = entry.energy + sum(n * self._mu[el.symbol] for el, n in comp.items())
+                entries.append([comp.formula, total, entry.name])
+        return {
+            "entries": entries,
+            "elemental_energies": dict(self._mu),
+            "level_of_theory": self.level_of_theory,
+            "correction": self.correction,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EntryHullReference:
+        """Inverse of :meth:`to_dict`."""
+        entries = [
+            PDEntry(Composition(formula), float(total), name=name)
+            for formula, total, name in data["entries"]
+        ]
+        return cls(
+            entries,
+            data["elemental_energies"],
+            level_of_theory=data["level_of_theory"],
+            correction=data.get("correction"),
+            name=data.get("name", "entries"),
+        )
+
 
 # --- the shipped MP formation-energy reference ----------------------------------------------
 def convert_mp_e_form_csv(source: str | Path, destination: str | Path) -> int:

@@ -19,6 +19,7 @@ from flows.relax import MLFFRelaxMaker, stable_uuid
 from flows.scoring import (
     filter_candidates,
     final_hull_stage,
+    hull_reference,
     hull_stage,
     score_campaign,
     select_top_k,
@@ -62,6 +63,13 @@ class CampaignMaker(Maker):
     stability_threshold: float = STABILITY_THRESHOLD
     require_charge_balance: bool = False
 
+    def _hull_reference(self, chemsys: str, model: str) -> Job:
+        """The same-level hull job of ``chemsys``; shared by every campaign on the store."""
+        job = hull_reference(chemsys, self.reference_path, model)
+        job.name = f"hull reference {chemsys} {model}"
+        job.set_uuid(stable_uuid("hull-reference", chemsys, model, self.reference_path or ""))
+        return job
+
     def make(self, chemsys: str, campaign_id: str) -> Flow:
         """The campaign graph; its output is the ``score`` job's documents and summary."""
         generate = _named(self.generator.make(chemsys, self.n_candidates), campaign_id, "generate")
@@ -76,8 +84,9 @@ class CampaignMaker(Maker):
             campaign_id,
             "filter",
         )
+        prerelax_reference = self._hull_reference(chemsys, self.prerelax.model)
         hull = _named(
-            hull_stage(prerelax.output, filtered.output, self.reference_path, self.prerelax.model),
+            hull_stage(prerelax.output, filtered.output, prerelax_reference.output),
             campaign_id,
             "hull",
         )
@@ -89,8 +98,9 @@ class CampaignMaker(Maker):
             campaign_id,
             "final",
         )
+        final_reference = self._hull_reference(chemsys, self.final.model)
         final_hull = _named(
-            final_hull_stage(final.output, selected.output, self.reference_path, self.final.model),
+            final_hull_stage(final.output, selected.output, final_reference.output),
             campaign_id,
             "final hull",
         )
@@ -108,5 +118,6 @@ class CampaignMaker(Maker):
             campaign_id,
             "score",
         )
-        jobs = [generate, prerelax, filtered, hull, selected, final, final_hull, score]
+        jobs = [generate, prerelax, filtered, prerelax_reference, hull, selected, final]
+        jobs += [final_reference, final_hull, score]
         return Flow(jobs, output=score.output, name=f"campaign {campaign_id} {chemsys}")

@@ -13,6 +13,7 @@ from typing import Any
 from jobflow import job
 from pymatgen.core import Structure
 
+from evaluation.hull import EntryHullReference
 from evaluation.matching import MatcherSettings, ReferenceIndex, find_duplicates
 from evaluation.metrics import (
     STABILITY_THRESHOLD,
@@ -21,7 +22,8 @@ from evaluation.metrics import (
     is_stable,
     is_structurally_valid,
 )
-from evaluation.mlff_reference import mlff_e_above_hull
+from evaluation.mlff import MLFFUnavailable
+from evaluation.mlff_reference import HullCandidates, mlff_hull_reference
 from evaluation.reference import load_reference
 from flows.relax import as_structure, as_structure_dict
 
@@ -112,53 +114,64 @@ def filter_candidates(
     return {"flags": flags, "counts": counts, "seconds": time.perf_counter() - started}
 
 
+@job
+def hull_reference(chemsys: str, reference_path: str | None, model: str) -> dict[str, Any]:
+    """The MLFF hull of ``chemsys``: its reference compounds and elements relaxed with ``model``.
+
+    Its job id depends only on (chemsys, model, reference), not on the campaign, so every
+    campaign on the same store reuses the first one's result. Returns
+    :meth:`EntryHullReference.to_dict` output, or ``{"error": reason}`` when the system has no
+    hull at this level (e.g. an element without a polymorph to relax).
+    """
+    started = time.perf_counter()
+    records = HullCandidates(load_reference(reference_path).records).within(chemsys)
+    try:
+        reference = mlff_hull_reference(chemsys, records, model, progress=False)
+    except (ValueError, KeyError, MLFFUnavailable) as error:
+        return {"error": f"no hull for {chemsys} at {model}: {error}"}
+    return {**reference.to_dict(), "seconds": time.perf_counter() - started}
+
+
 def _hull_results(
-    stage_output: dict[str, Any], ids: list[str], reference_path: str | None, model: str
+    stage_output: dict[str, Any], ids: list[str], reference: dict[str, Any]
 ) -> dict[str, dict[str, Any]]:
-    """E_hull at the stage's MLFF level for the candidates ``ids`` (same-level hulls only)."""
+    """E_hull of the stage's MLFF energies for ``ids`` against a same-level hull reference."""
     results = _by_id(stage_output)
-    items = []
+    hull = EntryHullReference.from_dict(reference) if "error" not in reference else None
+    scored: dict[str, dict[str, Any]] = {}
     for cid in ids:
         result = results.get(cid)
-        if _usable(result):
-            items.append(
-                (
-                    as_structure(result["structure"]),
-                    result["energy_per_atom"],
-                    result["level_of_theory"],
-                )
-            )
-        else:
-            items.append((None, None, None))
-    reference = load_reference(reference_path).records
-    scorable = [(i, item) for i, item in enumerate(items) if item[0] is not None]
-    scored = mlff_e_above_hull([item for _, item in scorable], reference, model)
-    hull: dict[str, dict[str, Any]] = {
-        cid: {"e_above_hull": None, "hull_message": "not relaxed"} for cid in ids
-    }
-    for (position, _), result in zip(scorable, scored, strict=True):
-        cid = ids[position]
-        if isinstance(result, str):
-            hull[cid] = {"e_above_hull": None, "hull_message": result}
-        else:
-            hull[cid] = {
-                "e_above_hull": result.e_above_hull,
-                "formation_energy_per_atom": result.formation_energy_per_atom,
-                "hull_reference": result.reference,
-                "level_of_theory": result.level_of_theory,
-                "hull_message": "",
-            }
-    return hull
+        if not _usable(result):
+            scored[cid] = {"e_above_hull": None, "hull_message": "not relaxed"}
+            continue
+        if hull is None:
+            scored[cid] = {"e_above_hull": None, "hull_message": reference["error"]}
+            continue
+        structure = as_structure(result["structure"])
+        value = hull.e_above_hull(
+            structure.composition,
+            result["energy_per_atom"],
+            level_of_theory=result["level_of_theory"],
+            kind="total",
+        )
+        scored[cid] = {
+            "e_above_hull": value.e_above_hull,
+            "formation_energy_per_atom": value.formation_energy_per_atom,
+            "hull_reference": value.reference,
+            "level_of_theory": value.level_of_theory,
+            "hull_message": "",
+        }
+    return scored
 
 
 @job
 def hull_stage(
-    stage_output: dict[str, Any], filtered: dict[str, Any], reference_path: str | None, model: str
+    stage_output: dict[str, Any], filtered: dict[str, Any], reference: dict[str, Any]
 ) -> dict[str, Any]:
     """E_hull at the pre-relaxation level for candidates that passed the filter."""
     started = time.perf_counter()
     passed = [cid for cid, f in filtered["flags"].items() if f["novel"]]
-    hull = _hull_results(stage_output, passed, reference_path, model)
+    hull = _hull_results(stage_output, passed, reference)
     return {"hull": hull, "seconds": time.perf_counter() - started}
 
 
@@ -175,11 +188,11 @@ def select_top_k(hull: dict[str, Any], top_k: int) -> list[str]:
 
 @job
 def final_hull_stage(
-    final: dict[str, Any], selected: list[str], reference_path: str | None, model: str
+    final: dict[str, Any], selected: list[str], reference: dict[str, Any]
 ) -> dict[str, Any]:
     """E_hull of the final stage's energies against the final MLFF's own hull."""
     started = time.perf_counter()
-    hull = _hull_results(final, selected, reference_path, model)
+    hull = _hull_results(final, selected, reference)
     return {"hull": hull, "seconds": time.perf_counter() - started}
 
 

@@ -278,3 +278,11 @@ def test_a_tiny_substitution_campaign_scores_its_decorations(tmp_path):
         assert row["valid"] and row["unique"]
         assert row["sun"] == (row["stable"] and row["novel"])
     assert scored or all(row["failure"] for row in rows)
+
+
+def test_a_second_campaign_in_the_same_system_reuses_the_stored_hull_reference(inputs):
+    assert runner.invoke(app, campaign_args(inputs, "cuau-first")).exit_code == 0
+    second = runner.invoke(app, campaign_args(inputs, "cuau-second"))
+    assert second.exit_code == 0, second.output
+    assert "hull reference Au-Cu chgnet" in second.output.split("reused finished jobs:")[1]
+    assert "hull reference Au-Cu 7net-0" in second.output.split("reused finished jobs:")[1]
