@@ -10,11 +10,16 @@ import json
 import os
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from pipeline.store import ResultsStore
 
 # MLFF work on small machines: one thread per process is 4-8x faster than oversubscription,
 # and matgl/huggingface must never hang on a download. Set before torch is imported.
@@ -278,13 +283,19 @@ def data_build_reference(
     typer.echo(json.dumps(manifest.get("counts", manifest), indent=2))
 
 
-def _open_store(path: Path):
+@contextmanager
+def _opened_store(path: Path) -> Iterator[ResultsStore]:
+    """The results store at ``path``, connected for the block and closed after it."""
     from pipeline.store import ResultsStore
 
     try:
-        return ResultsStore.open(path).connect()
+        results = ResultsStore.open(path).connect()
     except (OSError, ValueError) as error:
         raise _fail(f"cannot open store {path}: {error}") from None
+    try:
+        yield results
+    finally:
+        results.close()
 
 
 @campaign_app.command("run")
@@ -338,23 +349,17 @@ def campaign_run(
         detail = error.errors()[0]
         where = "-".join(map(str, detail["loc"])) or "config"
         raise _fail(f"--{where.replace('_', '-')}: {detail['msg']}") from None
-    results = _open_store(store)
-    try:
-        document = run_campaign(chemsys, settings, results, campaign_id)
-    except (ValueError, *_bad_input_errors()) as error:
-        raise _fail(str(error)) from None
-    finally:
-        results.close()
+    with _opened_store(store) as results:
+        try:
+            document = run_campaign(chemsys, settings, results, campaign_id)
+        except (ValueError, *_bad_input_errors()) as error:
+            raise _fail(str(error)) from None
     _print_campaign(document)
     if document["status"] != "completed":
         raise typer.Exit(code=1)
-    results = _open_store(store)
-    best = [
-        d
-        for d in results.query_candidates(document["campaign_id"])
-        if d.get("e_above_hull") is not None
-    ][:5]
-    results.close()
+    with _opened_store(store) as results:
+        scored = results.query_candidates(document["campaign_id"])
+    best = [d for d in scored if d.get("e_above_hull") is not None][:5]
     if best:
         typer.echo("  best candidates (E_hull eV/atom, level, S.U.N.):")
         for d in best:
@@ -391,14 +396,13 @@ def _print_campaign(document: dict) -> None:
 @campaign_app.command("list")
 def campaign_list(store: StoreOption = DEFAULT_STORE) -> None:
     """All campaigns in the store."""
-    results = _open_store(store)
-    for document in results.list_campaigns():
-        summary = document.get("summary", {})
-        typer.echo(
-            f"{document['campaign_id']:<40} {document['chemsys']:<12} {document['status']:<10} "
-            f"candidates {summary.get('generated', '-')}  S.U.N. {summary.get('sun', '-')}"
-        )
-    results.close()
+    with _opened_store(store) as results:
+        for document in results.list_campaigns():
+            summary = document.get("summary", {})
+            typer.echo(
+                f"{document['campaign_id']:<40} {document['chemsys']:<12} {document['status']:<10} "
+                f"candidates {summary.get('generated', '-')}  S.U.N. {summary.get('sun', '-')}"
+            )
 
 
 @campaign_app.command("status")
@@ -407,9 +411,8 @@ def campaign_status(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Status, timings and summary of one campaign."""
-    results = _open_store(store)
-    document = results.campaign(campaign_id)
-    results.close()
+    with _opened_store(store) as results:
+        document = results.campaign(campaign_id)
     if document is None:
         raise _fail(f"no campaign {campaign_id!r} in {store}")
     _print_campaign(document)
@@ -429,9 +432,10 @@ def results_list(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Candidates, lowest E_hull first."""
-    results = _open_store(store)
-    documents = results.query_candidates(campaign, sun_only=sun_only, max_e_above_hull=max_ehull)
-    results.close()
+    with _opened_store(store) as results:
+        documents = results.query_candidates(
+            campaign, sun_only=sun_only, max_e_above_hull=max_ehull
+        )
     flags = ("valid", "unique", "novel", "stable", "sun")
     if output_format == OutputFormat.json:
         keys = (
@@ -459,9 +463,8 @@ def results_show(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Everything stored about one candidate, as JSON."""
-    results = _open_store(store)
-    document = results.candidate(candidate_id)
-    results.close()
+    with _opened_store(store) as results:
+        document = results.candidate(candidate_id)
     if document is None:
         raise _fail(f"no candidate {candidate_id!r} in {store}")
     document.pop("_id", None)
@@ -487,9 +490,8 @@ def results_export(
     from evaluation.crystal_io import write_cif_zip, write_extxyz
     from evaluation.records import CrystalRecord
 
-    results = _open_store(store)
-    documents = results.query_candidates(campaign, sun_only=sun_only)
-    results.close()
+    with _opened_store(store) as results:
+        documents = results.query_candidates(campaign, sun_only=sun_only)
     if not documents:
         raise _fail(f"no candidates for campaign {campaign!r} in {store}")
     records = []
