@@ -12,6 +12,7 @@ import csv
 import json
 import math
 from dataclasses import asdict, dataclass, fields
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -136,8 +137,6 @@ def write_structures_csv(rows: list[StructureEvaluation], path: Path) -> None:
     for row in rows:
         record = asdict(row)
         lines.append(["" if record[c] is None else record[c] for c in columns])
-    from io import StringIO
-
     buffer = StringIO()
     writer = csv.writer(buffer)
     writer.writerow(columns)

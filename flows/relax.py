@@ -55,8 +55,8 @@ def relax_shard(
 ) -> dict[str, Any]:
     """Relax one shard with one MLFF; returns per-candidate stage results and timings.
 
-    The input structure of each candidate is its latest stage's structure (``input_key``
-    chosen by the caller as ``structure`` or the previous stage's relaxed structure).
+    Each candidate is relaxed from its ``input_structure`` (attached by ``_with_inputs``: the
+    previous stage's relaxed structure, else the generated one).
     """
     finished = _finished_output()
     if finished is not None:  # a resumed campaign: this shard already ran to completion

@@ -74,22 +74,12 @@ def _fail(message: str) -> typer.Exit:
 
 def _bad_input_errors() -> tuple[type[Exception], ...]:
     """The exception types that mean 'the user's input is wrong', not 'a bug'."""
+    # Imported on call: torch and pymatgen load with these modules, which --help need not pay.
+    from evaluation.hull import LevelOfTheoryMismatch
+    from evaluation.mlff import MLFFUnavailable
     from evaluation.records import CrystalInputError
 
-    errors: list[type[Exception]] = [CrystalInputError]
-    try:
-        from evaluation.hull import LevelOfTheoryMismatch
-
-        errors.append(LevelOfTheoryMismatch)
-    except ImportError:  # pragma: no cover - hull is part of the package
-        pass
-    try:
-        from evaluation.mlff import MLFFUnavailable
-
-        errors.append(MLFFUnavailable)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errors)
+    return (CrystalInputError, LevelOfTheoryMismatch, MLFFUnavailable)
 
 
 def _read(path: Path):
