@@ -1,0 +1,132 @@
+"""Checkpoints: weights, config and data statistics in one file that loads with
+``torch.load(weights_only=True)``; nothing in it is ever unpickled as an arbitrary object.
+
+A checkpoint is a dict of plain containers and tensors: ``format``, ``config`` (the
+:class:`~model.config.ModelConfig` as a dict), ``state_dict`` (including the data-statistics
+buffers), ``step``, ``history``, ``statistics`` (a readable copy of the data statistics) and,
+when training, ``optimizer``/``scheduler``/``rng`` states for an exact resume.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.config import ConfigError, ModelConfig
+from model.crystal import MASK_CLASS
+from model.network.gemnet import ScoreNetwork
+
+CHECKPOINT_FORMAT = "crystalforge-checkpoint-v1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt, not ours, or does not fit its config."""
+
+
+@dataclass
+class LoadedCheckpoint:
+    network: ScoreNetwork
+    config: ModelConfig
+    step: int
+    payload: dict[str, Any]
+
+
+def statistics_summary(network: ScoreNetwork) -> dict[str, Any]:
+    """The data statistics as plain numbers: volume per atom, atom-count weights, elements."""
+    stats = network.statistics
+    counts = stats.element_counts[:MASK_CLASS]
+    return {
+        "volume_per_atom": float(stats.volume_per_atom),
+        "num_atoms_counts": [int(c) for c in stats.num_atoms_counts.tolist()],
+        "atomic_numbers": [int(z) + 1 for z in torch.nonzero(counts > 0).squeeze(-1).tolist()],
+    }
+
+
+def save_checkpoint(
+    path: str | Path,
+    network: ScoreNetwork,
+    config: ModelConfig,
+    step: int,
+    history: list[dict[str, float]] | None = None,
+    training_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "config": config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+        "step": int(step),
+        "history": list(history or []),
+        "statistics": statistics_summary(network),
+        "torch_version": str(torch.__version__),
+    }
+    if training_state:
+        payload.update(training_state)
+    temporary = path.with_name(path.name + ".partial")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)
+    return path
+
+
+def read_payload(path: str | Path) -> dict[str, Any]:
+    """The raw checkpoint dict; every failure becomes a one-line :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        lines = [line.strip() for line in str(error).splitlines() if "Unsupported global" in line]
+        if not lines:  # the unpickler choked on bytes, not on a foreign object
+            raise CheckpointError(
+                f"{path} is corrupt or truncated (unreadable pickle data)"
+            ) from None
+        raise CheckpointError(
+            f"{path} contains objects other than tensors and plain containers; refusing to "
+            f"unpickle it ({lines[0].split(' was not')[0]})"
+        ) from None
+    except Exception as error:  # torch raises RuntimeError / EOFError / zip errors on damage
+        raise CheckpointError(
+            f"{path} is corrupt or truncated: {type(error).__name__}: {error}"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is not a CrystalForge checkpoint (expected {CHECKPOINT_FORMAT})"
+        )
+    for key in ("config", "state_dict", "step"):
+        if key not in payload:
+            raise CheckpointError(f"{path} lacks {key!r}; it is incomplete")
+    return payload
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Rebuild the network stored at ``path`` on ``device``."""
+    payload = read_payload(path)
+    try:
+        config = ModelConfig.from_dict(payload["config"])
+    except ConfigError as error:
+        raise CheckpointError(f"{path} has an unusable config: {error}") from None
+    network = ScoreNetwork(config.network, config.diffusion, config.max_atoms)
+    try:
+        network.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as error:
+        detail = " ".join(str(error).split())[:300]
+        raise CheckpointError(
+            f"{path}: the weights do not fit the stored config ({detail})"
+        ) from None
+    network.to(device).eval()
+    return LoadedCheckpoint(
+        network=network, config=config, step=int(payload["step"]), payload=payload
+    )
+
+
+def same_architecture(a: ModelConfig, b: ModelConfig) -> bool:
+    """Whether two configs build interchangeable networks (training settings may differ)."""
+    return (a.network, a.diffusion, a.max_atoms) == (b.network, b.diffusion, b.max_atoms)
