@@ -13,7 +13,7 @@ export OMP_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 
 .PHONY: install demo demo-evaluate test test-slow lint format reference benchmark-novelty \
-	benchmark-prerelax clean
+	benchmark-prerelax benchmark-sampling clean
 
 install: $(STAMP)
 
@@ -58,6 +58,9 @@ benchmark-novelty: $(STAMP)
 
 benchmark-prerelax: $(STAMP)
 	$(BIN)/python benchmarks/prerelax.py
+
+benchmark-sampling: $(STAMP)
+	OMP_NUM_THREADS=2 $(BIN)/python benchmarks/sampling.py
 
 clean:
 	rm -rf $(VENV) demo-output demo-store crystalforge-output crystalforge-store .pytest_cache .ruff_cache

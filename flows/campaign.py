@@ -39,7 +39,9 @@ class CampaignMaker(Maker):
     Attributes
     ----------
     generator
-        Any generator Maker with ``make(chemsys, n_candidates)`` (``rss``, ``substitution``).
+        Any generator Maker with ``make(chemsys, n_candidates)`` (``rss``, ``substitution``,
+        ``file``, ``mattergen``); its ``category``, when it has one, becomes the generate job's
+        FireWorks ``_category``.
     prerelax
         The pre-relaxation MLFF stage (CHGNet by default).
     final
@@ -73,6 +75,10 @@ class CampaignMaker(Maker):
     def make(self, chemsys: str, campaign_id: str) -> Flow:
         """The campaign graph; its output is the ``score`` job's documents and summary."""
         generate = _named(self.generator.make(chemsys, self.n_candidates), campaign_id, "generate")
+        category = getattr(self.generator, "category", None)
+        if category:  # FireWorks hands the job to workers of this category (e.g. GPU nodes)
+            manager_config = {**generate.config.manager_config, "_category": category}
+            generate.update_config({"manager_config": manager_config})
         prerelax = _named(self.prerelax.make(generate.output, campaign_id), campaign_id, "prerelax")
         filtered = _named(
             filter_candidates(

@@ -1,8 +1,9 @@
 """Generator Makers: each turns a chemical system into candidates with provenance.
 
 A candidate is ``{"candidate_id", "structure": Structure.as_dict(), "provenance": {...}}``;
-provenance always names the generator, its parameters, the seed and the index. The model's
-generator plugs in here later as a third Maker with the same ``make(chemsys, n_candidates)``.
+provenance always names the generator, its parameters, the seed and the index. Every Maker
+has the same ``make(chemsys, n_candidates)``; a Maker with a ``category`` (the model's, ``gpu``)
+has its job routed to FireWorks workers of that category by the campaign.
 """
 
 from __future__ import annotations
@@ -121,8 +122,55 @@ class FileGeneratorMaker(Maker):
         return _candidates(records, "file")
 
 
+@dataclass
+class MatterGenGeneratorMaker(Maker):
+    """Crystals sampled from a trained checkpoint, restricted to the chemical system's elements.
+
+    Attributes
+    ----------
+    checkpoint
+        The model checkpoint (``last.pt``/``best.pt`` of ``crystalforge train``).
+    num_steps
+        Predictor steps ``T``; default: the model's (1000 at paper settings).
+    batch_size
+        Crystals sampled together (GPU memory bounds it).
+    seed
+        Makes the run reproducible on one device (see :mod:`flows.generators.mattergen`).
+    device
+        ``cpu`` or ``cuda``; default: the GPU when the worker has one.
+    category
+        The FireWorks worker category the campaign gives this job.
+    """
+
+    checkpoint: str
+    name: str = "generate mattergen"
+    num_steps: int | None = None
+    batch_size: int = 64
+    seed: int = 0
+    device: str | None = None
+    category: str = "gpu"
+
+    @job
+    def make(self, chemsys: str, n_candidates: int) -> list[Candidate]:
+        """``n_candidates`` samples (fewer if some diverge) whose species lie in ``chemsys``."""
+        from flows.generators.chemsys import parse_chemsys
+        from flows.generators.mattergen import GENERATOR_NAME, generate_structures
+
+        result = generate_structures(
+            self.checkpoint,
+            n_candidates,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            num_steps=self.num_steps,
+            elements=parse_chemsys(chemsys),
+            device=self.device,
+        )
+        return _candidates(result.records, GENERATOR_NAME)
+
+
 GENERATORS: dict[str, type[Maker]] = {
     "rss": RSSGeneratorMaker,
     "substitution": SubstitutionGeneratorMaker,
     "file": FileGeneratorMaker,
+    "mattergen": MatterGenGeneratorMaker,
 }

@@ -9,8 +9,6 @@ when training, ``optimizer``/``scheduler``/``rng`` states for an exact resume.
 
 from __future__ import annotations
 
-import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import torch
 from model.config import ConfigError, ModelConfig
 from model.crystal import MASK_CLASS
 from model.network.gemnet import ScoreNetwork
+from model.serialization import load_plain, save_atomically
 
 CHECKPOINT_FORMAT = "crystalforge-checkpoint-v1"
 
@@ -56,8 +55,6 @@ def save_checkpoint(
     training_state: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
         "config": config.to_dict(),
@@ -69,33 +66,12 @@ def save_checkpoint(
     }
     if training_state:
         payload.update(training_state)
-    temporary = path.with_name(path.name + ".partial")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
-    return path
+    return save_atomically(payload, path)
 
 
 def read_payload(path: str | Path) -> dict[str, Any]:
     """The raw checkpoint dict; every failure becomes a one-line :class:`CheckpointError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        lines = [line.strip() for line in str(error).splitlines() if "Unsupported global" in line]
-        if not lines:  # the unpickler choked on bytes, not on a foreign object
-            raise CheckpointError(
-                f"{path} is corrupt or truncated (unreadable pickle data)"
-            ) from None
-        raise CheckpointError(
-            f"{path} contains objects other than tensors and plain containers; refusing to "
-            f"unpickle it ({lines[0].split(' was not')[0]})"
-        ) from None
-    except Exception as error:  # torch raises RuntimeError / EOFError / zip errors on damage
-        raise CheckpointError(
-            f"{path} is corrupt or truncated: {type(error).__name__}: {error}"
-        ) from None
+    payload = load_plain(path, "checkpoint", CheckpointError)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{path} is not a CrystalForge checkpoint (expected {CHECKPOINT_FORMAT})"

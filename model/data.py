@@ -8,8 +8,6 @@ Layout (a dict): ``format``; ``atomic_numbers`` Long[N]; ``frac_coords`` [N, 3];
 
 from __future__ import annotations
 
-import os
-import pickle
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ import torch
 from torch import Tensor
 
 from model.crystal import CrystalBatch
+from model.serialization import load_plain, save_atomically
 
 TENSOR_FORMAT = "crystalforge-crystals-v1"
 
@@ -70,8 +69,6 @@ class CrystalTensors:
 
     def save(self, path: str | Path) -> None:
         """Write atomically (a crash never leaves a half-written file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "format": TENSOR_FORMAT,
             "atomic_numbers": self.atomic_numbers,
@@ -81,26 +78,12 @@ class CrystalTensors:
             "ids": list(self.ids),
             "source": self.source,
         }
-        temporary = path.with_name(path.name + ".partial")
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
+        save_atomically(payload, path)
 
     @classmethod
     def load(cls, path: str | Path) -> CrystalTensors:
         """Read a tensor file written by :meth:`save`; anything else is a :class:`DatasetError`."""
-        path = Path(path)
-        if not path.is_file():
-            raise DatasetError(f"no tensor file at {path}")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as error:
-            raise DatasetError(
-                f"{path} holds objects other than tensors; refusing to load it ({error})"
-            ) from None
-        except Exception as error:  # torch raises RuntimeError/EOFError/zip errors for damage
-            raise DatasetError(
-                f"{path} is not a readable tensor file (corrupt or truncated): {error}"
-            ) from None
+        payload = load_plain(path, "tensor file", DatasetError)
         if not isinstance(payload, dict) or payload.get("format") != TENSOR_FORMAT:
             raise DatasetError(
                 f"{path} is not a CrystalForge crystal tensor file ({TENSOR_FORMAT})"

@@ -20,6 +20,7 @@ from flows.campaign import CampaignMaker
 from flows.documents import CampaignDoc, CandidateDoc
 from flows.generate import GENERATORS
 from flows.generators.chemsys import parse_chemsys, require_arity
+from flows.generators.mattergen import check_checkpoint
 from flows.relax import MLFFRelaxMaker
 from pipeline.store import ResultsStore
 
@@ -45,6 +46,8 @@ class CampaignConfig(BaseModel):
     seed: int = 0
     reference: str | None = None
     input: str | None = Field(None, description="crystal file for the 'file' generator")
+    checkpoint: str | None = Field(None, description="model checkpoint for 'mattergen'")
+    model_steps: int | None = Field(None, ge=1, description="sampling steps T for 'mattergen'")
     stability_threshold: float = 0.1
     require_charge_balance: bool = False
 
@@ -58,6 +61,8 @@ class CampaignConfig(BaseModel):
             raise ValueError(f"engine must be one of {list(ENGINES)}, got {self.engine!r}")
         if self.generator == "file" and not self.input:
             raise ValueError("the file generator needs input (a crystal file)")
+        if self.generator == "mattergen" and not self.checkpoint:
+            raise ValueError("the mattergen generator needs checkpoint (a model checkpoint file)")
         if self.top_k > self.num_candidates:
             raise ValueError(
                 f"top_k ({self.top_k}) cannot exceed num_candidates ({self.num_candidates})"
@@ -72,6 +77,9 @@ class CampaignConfig(BaseModel):
                 seed=self.seed, reference_path=self.reference
             ),
             "file": lambda: GENERATORS["file"](path=self.input or ""),
+            "mattergen": lambda: GENERATORS["mattergen"](
+                checkpoint=self.checkpoint or "", num_steps=self.model_steps, seed=self.seed
+            ),
         }
         generator = generators[self.generator]()
         return CampaignMaker(
@@ -134,10 +142,13 @@ def run_campaign(
     Raises
     ------
     ValueError
-        For a malformed chemical system or one the generator cannot use.
+        For a malformed chemical system or one the generator cannot use, or a mattergen
+        checkpoint that is missing or unreadable.
     """
     elements = parse_chemsys(chemsys)
     require_arity(elements, 2, config.generator)
+    if config.generator == "mattergen":  # fail now, not when the generate job runs
+        check_checkpoint(config.checkpoint or "")
     system = "-".join(elements)
     campaign_id = campaign_id or f"{system}-{config.generator}-{int(time.time())}"
     existing = store.campaign(campaign_id)

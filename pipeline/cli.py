@@ -291,7 +291,9 @@ def _opened_store(path: Path) -> Iterator[ResultsStore]:
 @campaign_app.command("run")
 def campaign_run(
     chemsys: Annotated[str, typer.Argument(help="Chemical system, e.g. Li-Co-O.")],
-    generator: Annotated[str | None, typer.Option(help="rss, substitution or file.")] = None,
+    generator: Annotated[
+        str | None, typer.Option(help="rss, substitution, file or mattergen.")
+    ] = None,
     input_file: Annotated[
         Path | None, typer.Option("--input", help="Crystal file for --generator file.")
     ] = None,
@@ -309,6 +311,12 @@ def campaign_run(
     max_steps: Annotated[int | None, typer.Option(help="Pre-relaxation step budget.")] = None,
     reference: Annotated[
         Path | None, typer.Option(help="Novelty/hull reference (default: the shipped set).")
+    ] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Model checkpoint for --generator mattergen.")
+    ] = None,
+    model_steps: Annotated[
+        int | None, typer.Option(help="Sampling steps T for --generator mattergen.")
     ] = None,
 ) -> None:
     """Generate, pre-relax, filter, hull, select and score candidates for a chemical system."""
@@ -330,6 +338,8 @@ def campaign_run(
         "max_steps": max_steps,
         "reference": str(reference) if reference else None,
         "input": str(input_file) if input_file else None,
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "model_steps": model_steps,
     }
     try:
         settings = CampaignConfig.model_validate(
@@ -505,3 +515,9 @@ def version() -> None:
 
 def main() -> None:  # pragma: no cover - console entry point is ``app``
     sys.exit(app())
+
+
+# The model's commands (data tensors, train, generate) live in their own module.
+from pipeline.model_cli import register as _register_model_commands  # noqa: E402
+
+_register_model_commands(app, data_app)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from pymatgen.core import Lattice, Structure
 from pymatgen.entries.computed_entries import ComputedStructureEntry
+
+#: The shared perov_5 validation split (MP-20-style CSV: a ``cif`` column plus properties).
+PEROV_5_VAL = Path(__file__).resolve().parents[1].parent / "shared/data/structures/perov_5/val.csv"
 
 
 @pytest.fixture
@@ -29,3 +33,23 @@ def mp_style_feo_entry() -> Callable[..., ComputedStructureEntry]:
         return ComputedStructureEntry(structure, energy, parameters=parameters, entry_id=entry_id)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint of ``configs/model/tiny.yaml`` trained for 300 steps on 32 perovskites
+    (a few seconds on one CPU core); shared by every test of the model's commands."""
+    from evaluation.crystal_io import read_crystals
+    from evaluation.paths import PROJECT_ROOT
+    from model.config import load_model_config
+    from model.structures import structures_to_tensors
+    from model.train import train
+
+    records = read_crystals(PEROV_5_VAL, limit=32).records
+    tensors = structures_to_tensors(
+        ((record.label, record.structure) for record in records), max_atoms=20
+    ).tensors
+    out = tmp_path_factory.mktemp("tiny-checkpoint")
+    config = load_model_config(PROJECT_ROOT / "configs" / "model" / "tiny.yaml")
+    result = train(config, tensors, out, max_steps=300, device="cpu", log=lambda _: None)
+    return result.last_checkpoint

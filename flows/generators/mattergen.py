@@ -1,0 +1,253 @@
+"""Sampling crystals from a trained checkpoint: the one place the CLI (``crystalforge
+generate``) and the campaign's generator (:class:`flows.generate.MatterGenGeneratorMaker`) share.
+
+Reproducibility: atom counts are drawn once, up front, from the training distribution with a
+generator seeded by ``seed``; batch ``b`` is sampled with its own generator seeded from
+``(seed, b)``. The same checkpoint, seed, batch size, step count and device therefore give the
+same crystals, whichever batches run before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from evaluation.records import CrystalRecord
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "GENERATOR_NAME",
+    "GenerationResult",
+    "allowed_species",
+    "batch_seed",
+    "check_checkpoint",
+    "generate_structures",
+    "parse_elements",
+    "resolve_device",
+]
+
+GENERATOR_NAME = "mattergen"
+
+
+@dataclass
+class GenerationResult:
+    """What :func:`generate_structures` made.
+
+    Attributes
+    ----------
+    records
+        One :class:`CrystalRecord` per kept sample, id ``mattergen-<seed>-<index>`` where
+        ``index`` is the sample's position in the request (dropped indices are skipped).
+    dropped
+        Samples the sampler dropped, by reason (``non-finite``, ``collapsed lattice``, ...).
+    num_requested, num_steps, wall_seconds, device
+        The request size, the predictor steps actually used, the time spent sampling and
+        converting (checkpoint loading excluded), and where it ran.
+    """
+
+    records: list[CrystalRecord]
+    dropped: dict[str, int] = field(default_factory=dict)
+    num_requested: int = 0
+    num_steps: int = 0
+    wall_seconds: float = 0.0
+    device: str = "cpu"
+
+    @property
+    def num_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+    @property
+    def samples_per_second(self) -> float:
+        return len(self.records) / self.wall_seconds if self.wall_seconds > 0 else float("nan")
+
+
+def resolve_device(requested: str | None) -> torch.device:
+    """``requested`` (``cpu``, ``cuda``, ``cuda:1``) or the best available device.
+
+    Raises
+    ------
+    ValueError
+        An unknown device name, or CUDA asked for on a machine without it.
+    """
+    import torch
+
+    from model.train import pick_device
+
+    try:
+        device = pick_device(requested)
+    except RuntimeError as error:
+        raise ValueError(f"unknown device {requested!r}: {error}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {requested!r} requested but no CUDA device is available")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu or cuda, got {requested!r}")
+    return device
+
+
+def parse_elements(text: str) -> tuple[str, ...]:
+    """Element symbols from ``"Li,Co,O"`` (or ``"Li-Co-O"``), sorted and unique.
+
+    Raises
+    ------
+    ValueError
+        An empty list or entry, an unknown symbol, or an element the model cannot place
+        (Z > 100); the message names the token and the whole input.
+    """
+    from pymatgen.core.periodic_table import Element
+
+    from model.crystal import MAX_ATOMIC_NUMBER
+
+    tokens = [token.strip() for token in re.split(r"[,-]", text)]
+    if not any(tokens):
+        raise ValueError(f"no elements in {text!r}; expected symbols such as 'Li,Co,O'")
+    for token in tokens:
+        if not token:
+            raise ValueError(f"empty element in {text!r}; expected symbols such as 'Li,Co,O'")
+        if not Element.is_valid_symbol(token):
+            raise ValueError(f"unknown element {token!r} in {text!r}")
+        if Element(token).Z > MAX_ATOMIC_NUMBER:
+            raise ValueError(
+                f"the model places elements up to Z = {MAX_ATOMIC_NUMBER}; cannot use {token}"
+            )
+    return tuple(sorted(set(tokens)))
+
+
+def allowed_species(elements: tuple[str, ...] | list[str]) -> torch.Tensor:
+    """``bool [NUM_CLASSES]`` with the diffusion classes (``Z - 1``) of ``elements`` set."""
+    import torch
+    from pymatgen.core.periodic_table import Element
+
+    from model.crystal import NUM_CLASSES
+
+    allowed = torch.zeros(NUM_CLASSES, dtype=torch.bool)
+    for symbol in elements:
+        allowed[Element(symbol).Z - 1] = True
+    return allowed
+
+
+def batch_seed(seed: int, batch_index: int) -> int:
+    """A 63-bit seed for batch ``batch_index`` of a run seeded with ``seed`` (any integers)."""
+    digest = hashlib.sha256(f"crystalforge-mattergen:{seed}:{batch_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def check_checkpoint(path: str | Path) -> None:
+    """Raise a one-line ``ValueError`` unless ``path`` is a readable CrystalForge checkpoint."""
+    from model.checkpoint import CheckpointError, read_payload
+
+    try:
+        read_payload(path)
+    except CheckpointError as error:
+        raise ValueError(str(error)) from None
+
+
+def generate_structures(
+    checkpoint: str | Path,
+    num_samples: int,
+    *,
+    batch_size: int = 64,
+    num_atoms: int | None = None,
+    seed: int = 0,
+    num_steps: int | None = None,
+    elements: tuple[str, ...] | list[str] | None = None,
+    device: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> GenerationResult:
+    """Sample ``num_samples`` crystals from ``checkpoint`` in batches of ``batch_size``.
+
+    Parameters
+    ----------
+    num_atoms
+        Atoms per crystal for every sample; default: drawn from the training distribution.
+    num_steps
+        Predictor steps ``T``; default: the model's (1000 for the paper's configs).
+    elements
+        Restrict the species to these symbols; default: every species seen in training.
+    device
+        ``cpu`` or ``cuda``; default: the GPU when there is one.
+    progress
+        Called as ``progress(done, num_samples)`` after each batch.
+
+    Raises
+    ------
+    model.checkpoint.CheckpointError
+        The checkpoint is missing, corrupt or not a CrystalForge checkpoint.
+    ValueError
+        A bad count, element or device, or atom counts asked of a model that has none.
+    """
+    import torch
+
+    from model.checkpoint import load_checkpoint
+    from model.sampler import SamplerSettings, sample
+    from model.structures import batch_to_structures
+
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if num_atoms is not None and num_atoms < 1:
+        raise ValueError(f"num_atoms must be at least 1, got {num_atoms}")
+    if num_steps is not None and num_steps < 1:
+        raise ValueError(f"num_steps must be at least 1, got {num_steps}")
+    target = resolve_device(device)
+    allowed = allowed_species(tuple(elements)) if elements else None
+
+    loaded = load_checkpoint(checkpoint, device=target)
+    network = loaded.network
+    steps = num_steps or loaded.config.diffusion.num_steps
+    started = time.perf_counter()
+    if num_atoms is None:
+        counts = network.statistics.sample_num_atoms(
+            num_samples, torch.Generator().manual_seed(seed % 2**63)
+        ).cpu()
+    else:
+        counts = torch.full((num_samples,), num_atoms, dtype=torch.long)
+
+    settings = SamplerSettings(num_steps=steps)
+    records: list[CrystalRecord] = []
+    dropped: Counter[str] = Counter()
+    for batch_index, start in enumerate(range(0, num_samples, batch_size)):
+        generator = torch.Generator(device=target).manual_seed(batch_seed(seed, batch_index))
+        result = sample(
+            network,
+            counts[start : start + batch_size].to(target),
+            settings,
+            generator=generator,
+            allowed_classes=allowed,
+        )
+        dropped.update(result.dropped)
+        structures = batch_to_structures(result.crystals) if result.crystals.num_crystals else []
+        for structure, position in zip(structures, result.sample_index.tolist(), strict=True):
+            index = start + int(position)
+            records.append(
+                CrystalRecord(
+                    structure=structure,
+                    id=f"{GENERATOR_NAME}-{seed}-{index}",
+                    source=GENERATOR_NAME,
+                    properties={
+                        "generator": GENERATOR_NAME,
+                        "checkpoint": str(checkpoint),
+                        "seed": seed,
+                        "steps": steps,
+                        "index": index,
+                    },
+                )
+            )
+        if progress is not None:
+            progress(min(start + batch_size, num_samples), num_samples)
+    return GenerationResult(
+        records=records,
+        dropped=dict(dropped),
+        num_requested=num_samples,
+        num_steps=steps,
+        wall_seconds=time.perf_counter() - started,
+        device=str(target),
+    )

@@ -1,0 +1,310 @@
+"""The model's commands: ``crystalforge data tensors``, ``crystalforge train`` and
+``crystalforge generate`` (registered on the app by :mod:`pipeline.cli`).
+
+Bad input (config, data, checkpoint, device, paths) becomes one line on stderr and exit code 2;
+checkpoints, tensor files and sample files are written atomically, so a failure never leaves a
+half-written file in place of a good one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from model.data import CrystalTensors
+
+
+class Device(StrEnum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+DeviceOption = Annotated[
+    Device | None, typer.Option(help="cpu or cuda (default: the GPU when there is one).")
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    from pipeline.cli import _fail as fail  # on call: pipeline.cli imports this module
+
+    return fail(message)
+
+
+def _read(path: Path):
+    from pipeline.cli import _bad_input_errors
+    from pipeline.cli import _read as read
+
+    try:
+        return read(path)
+    except _bad_input_errors() as error:
+        raise _fail(str(error)) from None
+
+
+def _device(requested: Device | None):
+    from flows.generators.mattergen import resolve_device
+
+    try:
+        return resolve_device(requested.value if requested else None)
+    except ValueError as error:
+        raise _fail(f"--device: {error}") from None
+
+
+def _to_tensors(path: Path, max_atoms: int) -> CrystalTensors:
+    """Read crystals in any supported format and turn them into training tensors."""
+    from model.structures import structures_to_tensors
+
+    result = _read(path)
+    try:
+        build = structures_to_tensors(
+            ((record.label, record.structure) for record in result.records),
+            max_atoms=max_atoms,
+            source=str(path),
+        )
+    except ValueError as error:
+        raise _fail(f"{path}: {error}") from None
+    skipped = sum(len(ids) for ids in build.skipped.values())
+    typer.echo(f"kept {len(build.tensors)} crystals (at most {max_atoms} atoms), skipped {skipped}")
+    for reason, ids in sorted(build.skipped.items()):
+        typer.echo(f"  skipped {len(ids):>6}  {reason}")
+    return build.tensors
+
+
+def data_tensors(
+    source: Annotated[Path, typer.Argument(help="Input crystals (any supported format).")],
+    destination: Annotated[Path, typer.Argument(help="Output tensor file (.pt).")],
+    max_atoms: Annotated[
+        int, typer.Option(min=1, help="Skip crystals with more atoms than this (Alex-MP-20: 20).")
+    ] = 20,
+) -> None:
+    """Convert crystals to a training tensor file (Niggli cell, symmetric lattice form)."""
+    if destination.suffix != ".pt":
+        raise _fail(f"the tensor file must end in .pt, got {destination}")
+    if destination.is_dir():
+        raise _fail(f"{destination} is a folder; give a file name ending in .pt")
+    tensors = _to_tensors(source, max_atoms)
+    try:
+        tensors.save(destination)
+    except OSError as error:
+        raise _fail(f"cannot write {destination}: {error}") from None
+    atoms = int(tensors.num_atoms.sum())
+    typer.echo(f"wrote {len(tensors)} crystals ({atoms} atoms) to {destination}")
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    temporary = path.with_name(path.name + ".partial")
+    temporary.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+def _check_resume(resume: Path, settings) -> None:
+    """Fail before anything is written when ``resume`` cannot continue this config."""
+    from model.checkpoint import CheckpointError, read_payload, same_architecture
+    from model.config import ConfigError, ModelConfig
+
+    try:
+        stored = ModelConfig.from_dict(read_payload(resume)["config"])
+    except CheckpointError as error:
+        raise _fail(f"--resume: {error}") from None
+    except ConfigError as error:
+        raise _fail(f"--resume: {resume} has an unusable config: {error}") from None
+    if not same_architecture(stored, settings):
+        raise _fail(
+            f"--resume: {resume} was trained with a different architecture "
+            f"({stored.name}) than --config ({settings.name})"
+        )
+
+
+def train(
+    config: Annotated[Path, typer.Option(help="Model config YAML (configs/model/*.yaml).")],
+    data: Annotated[
+        Path, typer.Option(help="Tensor file (.pt, from `data tensors`) or crystals in any format.")
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for last.pt, best.pt and history.json.")],
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue from this checkpoint (weights, optimiser, RNG).")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(min=1, help="Stop at this step (default: the config's).")
+    ] = None,
+    device: DeviceOption = None,
+) -> None:
+    """Train (or resume training) the score network; writes checkpoints and history.json."""
+    from model.checkpoint import CheckpointError
+    from model.config import ConfigError, load_model_config
+    from model.data import CrystalTensors, DatasetError
+    from model.train import train as run_training
+
+    try:
+        settings = load_model_config(config)
+    except ConfigError as error:
+        raise _fail(f"--config: {error}") from None
+    if out.exists() and not out.is_dir():
+        raise _fail(f"--out {out} is a file, not a folder")
+    if resume is None and (out / "last.pt").exists():
+        raise _fail(
+            f"{out / 'last.pt'} exists; pass --resume {out / 'last.pt'} to continue training "
+            "or choose another --out"
+        )
+    if resume is not None:
+        _check_resume(resume, settings)
+    target = _device(device)
+    if not data.exists():
+        raise _fail(f"--data: no such file or folder: {data}")
+    if data.suffix == ".pt":
+        try:
+            tensors = CrystalTensors.load(data)
+        except DatasetError as error:
+            raise _fail(f"--data: {error}") from None
+    else:
+        tensors = _to_tensors(data, settings.max_atoms)
+    typer.echo(
+        f"training {settings.name} on {len(tensors)} crystals from {data} on {target}"
+        + (f", resuming from {resume}" if resume else "")
+    )
+    try:
+        result = run_training(
+            settings,
+            tensors,
+            out,
+            resume=resume,
+            max_steps=max_steps,
+            device=str(target),
+            log=typer.echo,
+        )
+    except (ConfigError, DatasetError, CheckpointError, ValueError) as error:
+        raise _fail(str(error)) from None
+    except OSError as error:
+        raise _fail(f"cannot write to {out}: {error}") from None
+    best = result.best_validation
+    _write_json(
+        out / "history.json",
+        {
+            "config": str(config),
+            "model": settings.name,
+            "data": str(data),
+            "num_crystals": len(tensors),
+            "device": str(target),
+            "resumed_from": str(resume) if resume else None,
+            "step": result.step,
+            "best_validation": best,
+            "skipped_steps": result.skipped_steps,
+            "wall_seconds": result.wall_seconds,
+            "last_checkpoint": str(result.last_checkpoint),
+            "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
+            "history": result.history,
+        },
+    )
+    typer.echo(f"last checkpoint  {result.last_checkpoint}")
+    typer.echo(f"best checkpoint  {result.best_checkpoint or 'none (no finite validation loss)'}")
+    typer.echo(f"steps            {result.step} (skipped non-finite: {result.skipped_steps})")
+    typer.echo(f"best validation  {'n/a' if best is None else f'{best:.4f}'}")
+    typer.echo(f"wall time        {result.wall_seconds:.1f} s")
+    typer.echo(f"history          {out / 'history.json'}")
+
+
+def generate(
+    num_samples: Annotated[int, typer.Option(min=1, help="Crystals to sample.")],
+    out: Annotated[Path, typer.Option(help="Output file (.extxyz).")],
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Model checkpoint (last.pt/best.pt of `train`).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Crystals sampled together.")] = 64,
+    num_atoms: Annotated[
+        int | None,
+        typer.Option(min=1, help="Atoms per crystal (default: drawn from the training data)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Same seed, same samples (on one device).")] = 0,
+    steps: Annotated[
+        int | None, typer.Option(min=1, help="Predictor steps T (default: the model's, 1000).")
+    ] = None,
+    elements: Annotated[str | None, typer.Option(help="Only these species, e.g. Li,Co,O.")] = None,
+    device: DeviceOption = None,
+) -> None:
+    """Sample crystals from a trained checkpoint and write them as extxyz with provenance."""
+    from evaluation.crystal_io import write_extxyz
+    from flows.generators.mattergen import generate_structures, parse_elements
+    from model.checkpoint import CheckpointError, read_payload
+
+    if checkpoint is None:
+        raise _fail("--checkpoint is required (no default checkpoint ships yet)")
+    if out.suffix.lower() not in (".extxyz", ".xyz"):
+        raise _fail(f"--out must end in .extxyz, got {out}")
+    if out.is_dir():
+        raise _fail(f"--out {out} is a folder; give a file name ending in .extxyz")
+    species = None
+    if elements is not None:
+        try:
+            species = parse_elements(elements)
+        except ValueError as error:
+            raise _fail(f"--elements: {error}") from None
+    target = _device(device)
+    try:
+        payload = read_payload(checkpoint)
+    except CheckpointError as error:
+        raise _fail(str(error)) from None
+    seen = set(payload.get("statistics", {}).get("atomic_numbers", []))
+    if species and seen:
+        from pymatgen.core.periodic_table import Element
+
+        unseen = [symbol for symbol in species if Element(symbol).Z not in seen]
+        if unseen:
+            typer.secho(
+                f"note: {', '.join(unseen)} never appeared in this model's training data",
+                err=True,
+                fg=typer.colors.YELLOW,
+            )
+    del payload
+
+    started = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        elapsed = time.perf_counter() - started
+        typer.echo(f"  sampled {done}/{total} ({elapsed:.1f} s)", err=True)
+
+    try:
+        result = generate_structures(
+            checkpoint,
+            num_samples,
+            batch_size=batch_size,
+            num_atoms=num_atoms,
+            seed=seed,
+            num_steps=steps,
+            elements=species,
+            device=str(target),
+            progress=progress,
+        )
+    except CheckpointError as error:
+        raise _fail(str(error)) from None
+    except ValueError as error:  # e.g. a checkpoint without an atom-count distribution
+        raise _fail(str(error)) from None
+    if result.records:
+        try:
+            write_extxyz(result.records, out)
+        except OSError as error:
+            raise _fail(f"cannot write {out}: {error}") from None
+    dropped = ", ".join(f"{reason} {count}" for reason, count in sorted(result.dropped.items()))
+    typer.echo(
+        f"wrote {len(result.records)} samples to {out}"
+        if result.records
+        else f"no samples survived; {out} not written"
+    )
+    typer.echo(f"dropped          {result.num_dropped}" + (f" ({dropped})" if dropped else ""))
+    typer.echo(f"steps            {result.num_steps} on {result.device}")
+    typer.echo(f"wall time        {result.wall_seconds:.1f} s")
+    typer.echo(f"throughput       {result.samples_per_second:.3f} samples/s")
+    if not result.records:
+        raise typer.Exit(code=1)
+
+
+def register(app: typer.Typer, data_app: typer.Typer) -> None:
+    """Add ``data tensors``, ``train`` and ``generate`` to the ``crystalforge`` app."""
+    data_app.command("tensors")(data_tensors)
+    app.command("train")(train)
+    app.command("generate")(generate)
