@@ -21,7 +21,7 @@ def trained_network(tmp_path_factory):
     path = PEROVSKITES if PEROVSKITES.exists() else None
     if path is None:
         pytest.skip("../shared/data/structures/perov_5/val.csv is not beside the repository")
-    records = read_crystals(path).records[:64]
+    records = read_crystals(path, limit=64).records[:64]
     tensors = structures_to_tensors([(r.id, r.structure) for r in records], max_atoms=20).tensors
     config = load_model_config("configs/model/tiny.yaml")
     config.training.validate_every = 500
