@@ -143,9 +143,12 @@ class ScoreNetwork(nn.Module):
         """
         num_atoms_total = batch.atomic_numbers.shape[0]
         atom_batch = batch.batch
-        graph = periodic_radius_graph(
-            batch, self.config.cutoff, self.config.max_neighbors, self.config.max_images
-        )
+        # geometry stays in full precision under mixed-precision training (bf16 distances
+        # would move edges across the cutoff)
+        with torch.autocast(device_type=batch.lattice.device.type, enabled=False):
+            graph = periodic_radius_graph(
+                batch, self.config.cutoff, self.config.max_neighbors, self.config.max_images
+            )
         atoms = self.atom_embedding(types_to_classes(batch.atomic_numbers))
         atoms = (
             atoms + self.time_embedding(sinusoidal_embedding(t, self.config.time_dim))[atom_batch]
