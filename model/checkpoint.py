@@ -29,6 +29,7 @@ class CheckpointError(RuntimeError):
 
 @dataclass
 class LoadedCheckpoint:
+    path: Path
     network: ScoreNetwork
     config: ModelConfig
     step: int
@@ -99,7 +100,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
         ) from None
     network.to(device).eval()
     return LoadedCheckpoint(
-        network=network, config=config, step=int(payload["step"]), payload=payload
+        path=Path(path), network=network, config=config, step=int(payload["step"]), payload=payload
     )
 
 

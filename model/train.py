@@ -15,7 +15,6 @@ import torch
 from model.checkpoint import (
     CheckpointError,
     load_checkpoint,
-    read_payload,
     same_architecture,
     save_checkpoint,
 )
@@ -50,9 +49,7 @@ def pick_device(requested: str | None = None) -> torch.device:
 def _epoch_batches(indices: torch.Tensor, batch_size: int, generator: torch.Generator):
     while True:
         order = indices[torch.randperm(indices.shape[0], generator=generator)]
-        for start in range(
-            0, order.shape[0] - batch_size + 1 if order.shape[0] >= batch_size else 1, batch_size
-        ):
+        for start in range(0, order.shape[0] - batch_size + 1, batch_size):  # full batches
             yield order[start : start + batch_size]
 
 
@@ -131,6 +128,7 @@ def train(
     best_path = out_dir / "best.pt"
     last_path = out_dir / "last.pt"
     skipped, started, running = 0, time.perf_counter(), []
+    saved_step = None
 
     def state() -> dict:
         return {
@@ -180,7 +178,8 @@ def train(
                 save_checkpoint(best_path, network, config, step, history, state())
         if step % settings.checkpoint_every == 0 or step == max_steps:
             save_checkpoint(last_path, network, config, step, history, state())
-    if not last_path.exists() or read_payload(last_path)["step"] != step:
+            saved_step = step
+    if saved_step != step:  # e.g. resumed at or beyond max_steps: nothing ran
         save_checkpoint(last_path, network, config, step, history, state())
     return TrainResult(
         last_checkpoint=last_path,

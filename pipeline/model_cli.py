@@ -9,7 +9,6 @@ half-written file in place of a good one.
 from __future__ import annotations
 
 import json
-import os
 import time
 from enum import StrEnum
 from pathlib import Path
@@ -98,9 +97,10 @@ def data_tensors(
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(temporary, path)
+    from evaluation.crystal_io import atomic_output
+
+    with atomic_output(path) as handle:
+        handle.write(json.dumps(payload, indent=2) + "\n")
 
 
 def _check_resume(resume: Path, settings) -> None:
@@ -230,7 +230,7 @@ def generate(
     """Sample crystals from a trained checkpoint and write them as extxyz with provenance."""
     from evaluation.crystal_io import write_extxyz
     from flows.generators.mattergen import generate_structures, parse_elements
-    from model.checkpoint import CheckpointError, read_payload
+    from model.checkpoint import CheckpointError, load_checkpoint
 
     if checkpoint is None:
         raise _fail("--checkpoint is required (no default checkpoint ships yet)")
@@ -246,21 +246,20 @@ def generate(
             raise _fail(f"--elements: {error}") from None
     target = _device(device)
     try:
-        payload = read_payload(checkpoint)
+        loaded = load_checkpoint(checkpoint, device=target)
     except CheckpointError as error:
         raise _fail(str(error)) from None
-    seen = set(payload.get("statistics", {}).get("atomic_numbers", []))
-    if species and seen:
+    seen = loaded.network.statistics.allowed_classes()
+    if species and loaded.network.statistics.is_fitted:
         from pymatgen.core.periodic_table import Element
 
-        unseen = [symbol for symbol in species if Element(symbol).Z not in seen]
+        unseen = [symbol for symbol in species if not bool(seen[Element(symbol).Z - 1])]
         if unseen:
             typer.secho(
                 f"note: {', '.join(unseen)} never appeared in this model's training data",
                 err=True,
                 fg=typer.colors.YELLOW,
             )
-    del payload
 
     started = time.perf_counter()
 
@@ -270,7 +269,7 @@ def generate(
 
     try:
         result = generate_structures(
-            checkpoint,
+            loaded,
             num_samples,
             batch_size=batch_size,
             num_atoms=num_atoms,

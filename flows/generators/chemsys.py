@@ -6,7 +6,7 @@ import re
 
 from pymatgen.core.periodic_table import Element
 
-__all__ = ["MAX_ELEMENTS", "parse_chemsys", "require_arity"]
+__all__ = ["MAX_ELEMENTS", "check_element_symbol", "parse_chemsys", "require_arity"]
 
 #: The largest system a generator is asked for (the paper goes up to quinaries).
 MAX_ELEMENTS = 8
@@ -44,15 +44,7 @@ def parse_chemsys(text: str) -> tuple[str, ...]:
     tokens = [token.strip() for token in text.split("-")]
     seen: set[str] = set()
     for position, token in enumerate(tokens, start=1):
-        if not token:
-            raise ValueError(f"empty element at position {position} in chemical system {text!r}")
-        if not _SYMBOL.fullmatch(token):
-            raise ValueError(
-                f"{token!r} is not an element symbol in chemical system {text!r} "
-                "(expected symbols such as 'Li' joined by '-')"
-            )
-        if token not in _ELEMENTS:
-            raise ValueError(f"unknown element {token!r} in chemical system {text!r}")
+        check_element_symbol(token, position, f"chemical system {text!r}")
         if token in seen:
             raise ValueError(f"element {token!r} appears twice in chemical system {text!r}")
         seen.add(token)
@@ -61,6 +53,19 @@ def parse_chemsys(text: str) -> tuple[str, ...]:
             f"chemical system {text!r} has {len(seen)} elements; at most {MAX_ELEMENTS} allowed"
         )
     return tuple(sorted(seen))
+
+
+def check_element_symbol(token: str, position: int, where: str) -> None:
+    """Raise a ``ValueError`` naming ``token``, its ``position`` and ``where`` it came from
+    unless ``token`` is the symbol of a real element."""
+    if not token:
+        raise ValueError(f"empty element at position {position} in {where}")
+    if not _SYMBOL.fullmatch(token):
+        raise ValueError(
+            f"{token!r} is not an element symbol in {where} (expected symbols such as 'Li')"
+        )
+    if token not in _ELEMENTS:
+        raise ValueError(f"unknown element {token!r} in {where}")
 
 
 def require_arity(elements: tuple[str, ...], minimum: int, generator_name: str) -> None:

@@ -23,6 +23,8 @@ from evaluation.records import CrystalRecord
 if TYPE_CHECKING:
     import torch
 
+    from model.checkpoint import LoadedCheckpoint
+
 __all__ = [
     "GENERATOR_NAME",
     "GenerationResult",
@@ -103,16 +105,14 @@ def parse_elements(text: str) -> tuple[str, ...]:
     """
     from pymatgen.core.periodic_table import Element
 
+    from flows.generators.chemsys import check_element_symbol
     from model.crystal import MAX_ATOMIC_NUMBER
 
     tokens = [token.strip() for token in re.split(r"[,-]", text)]
     if not any(tokens):
         raise ValueError(f"no elements in {text!r}; expected symbols such as 'Li,Co,O'")
-    for token in tokens:
-        if not token:
-            raise ValueError(f"empty element in {text!r}; expected symbols such as 'Li,Co,O'")
-        if not Element.is_valid_symbol(token):
-            raise ValueError(f"unknown element {token!r} in {text!r}")
+    for position, token in enumerate(tokens, start=1):
+        check_element_symbol(token, position, repr(text))
         if Element(token).Z > MAX_ATOMIC_NUMBER:
             raise ValueError(
                 f"the model places elements up to Z = {MAX_ATOMIC_NUMBER}; cannot use {token}"
@@ -150,7 +150,7 @@ def check_checkpoint(path: str | Path) -> None:
 
 
 def generate_structures(
-    checkpoint: str | Path,
+    checkpoint: str | Path | LoadedCheckpoint,
     num_samples: int,
     *,
     batch_size: int = 64,
@@ -165,6 +165,8 @@ def generate_structures(
 
     Parameters
     ----------
+    checkpoint
+        A checkpoint file, or one already loaded on ``device`` (it is not read again).
     num_atoms
         Atoms per crystal for every sample; default: drawn from the training distribution.
     num_steps
@@ -185,7 +187,7 @@ def generate_structures(
     """
     import torch
 
-    from model.checkpoint import load_checkpoint
+    from model.checkpoint import LoadedCheckpoint, load_checkpoint
     from model.sampler import SamplerSettings, sample
     from model.structures import batch_to_structures
 
@@ -200,7 +202,10 @@ def generate_structures(
     target = resolve_device(device)
     allowed = allowed_species(tuple(elements)) if elements else None
 
-    loaded = load_checkpoint(checkpoint, device=target)
+    if isinstance(checkpoint, LoadedCheckpoint):
+        loaded = checkpoint
+    else:
+        loaded = load_checkpoint(checkpoint, device=target)
     network = loaded.network
     steps = num_steps or loaded.config.diffusion.num_steps
     started = time.perf_counter()
@@ -234,7 +239,7 @@ def generate_structures(
                     source=GENERATOR_NAME,
                     properties={
                         "generator": GENERATOR_NAME,
-                        "checkpoint": str(checkpoint),
+                        "checkpoint": str(loaded.path),
                         "seed": seed,
                         "steps": steps,
                         "index": index,

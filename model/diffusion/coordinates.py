@@ -22,6 +22,21 @@ from torch import Tensor
 from model.crystal import wrap
 
 
+def _image_displacements(x_t: Tensor, x0: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+    """``x_t - x_0 + k`` per axis for the images ``k`` whose Gaussian terms matter,
+    ``[N, 3, 2K+1]``, and ``sigma`` shaped ``[N, 1, 1]`` to broadcast against them.
+
+    The nearest image comes first (``round``), then ``K = ceil(6 σ_max) + 1`` images each side,
+    so every dropped term is below ``exp(-18)`` of the largest.
+    """
+    sigma = sigma[:, None, None]
+    delta = x_t - x0
+    delta = (delta - torch.round(delta))[..., None]
+    reach = math.ceil(6.0 * float(sigma.max())) + 1
+    images = torch.arange(-reach, reach + 1, device=x_t.device, dtype=x_t.dtype)
+    return delta + images, sigma
+
+
 @dataclass(frozen=True)
 class WrappedNormalVE:
     """The coordinate forward process and its reverse-time steps.
@@ -56,23 +71,14 @@ class WrappedNormalVE:
         The paper's A23 omits the minus sign of the Gaussian's gradient; this is the gradient of
         the log density itself (a test compares it with finite differences).
         """
-        sigma = sigma[:, None, None]
-        delta = x_t - x0
-        delta = (delta - torch.round(delta))[..., None]  # nearest image first: [N, 3, 1]
-        reach = math.ceil(6.0 * float(sigma.max())) + 1
-        images = torch.arange(-reach, reach + 1, device=x_t.device, dtype=x_t.dtype)
-        shifted = delta + images  # [N, 3, 2K+1]
+        shifted, sigma = _image_displacements(x_t, x0, sigma)
         weights = torch.softmax(-(shifted**2) / (2 * sigma**2), dim=-1)  # w_k of A24
         return -(weights * shifted).sum(-1) / sigma[..., 0] ** 2
 
     def log_density(self, x_t: Tensor, x0: Tensor, sigma: Tensor) -> Tensor:
         """``log N_W(x_t; x_0, σ²)`` per atom ``[N]`` (truncated sum; for tests and diagnostics)."""
-        sigma = sigma[:, None, None]
-        delta = x_t - x0
-        delta = (delta - torch.round(delta))[..., None]
-        reach = math.ceil(6.0 * float(sigma.max())) + 1
-        images = torch.arange(-reach, reach + 1, device=x_t.device, dtype=x_t.dtype)
-        log_terms = -((delta + images) ** 2) / (2 * sigma**2)
+        shifted, sigma = _image_displacements(x_t, x0, sigma)
+        log_terms = -(shifted**2) / (2 * sigma**2)
         log_norm = -0.5 * math.log(2 * math.pi) - torch.log(sigma[..., 0])
         return (torch.logsumexp(log_terms, dim=-1) + log_norm).sum(-1)
 
