@@ -70,9 +70,12 @@ class EvaluationSettings(BaseModel):
     disorder
         Use the ordered–disordered matcher for novelty (published paper, Supplementary D.4).
     n_jobs
-        Worker processes for matching.
+        Worker processes for the MLFF relaxation and for matching.
     relax_fmax, relax_steps
         Force criterion (eV/Å) and step budget of the MLFF relaxation.
+    hull_relax_fmax, hull_relax_steps
+        The same for the reference compounds of MLFF hulls (default: as the samples). Energies
+        cached by ``crystalforge data build`` at its settings are reused when these match.
     matcher
         StructureMatcher tolerances.
     """
@@ -85,6 +88,8 @@ class EvaluationSettings(BaseModel):
     n_jobs: int = Field(1, ge=1)
     relax_fmax: float = Field(0.05, gt=0)
     relax_steps: int = Field(500, ge=1)
+    hull_relax_fmax: float | None = Field(None, gt=0)
+    hull_relax_steps: int | None = Field(None, ge=1)
     matcher: MatcherTolerances = Field(default_factory=MatcherTolerances)
 
     @classmethod
@@ -153,13 +158,15 @@ def _relax(
     records: Sequence[CrystalRecord], rows: list[StructureEvaluation], settings: EvaluationSettings
 ) -> list[Structure]:
     """Relax with the MLFF; returns the structures to judge (relaxed where it succeeded)."""
-    from evaluation.mlff import relax_structures
+    from evaluation.parallel_relax import relax_parallel
 
-    results = relax_structures(
+    results = relax_parallel(
         [r.structure for r in records],
-        model=settings.relax,
-        fmax=settings.relax_fmax,
-        max_steps=settings.relax_steps,
+        settings.relax,
+        settings.relax_fmax,
+        settings.relax_steps,
+        n_jobs=settings.n_jobs,
+        desc=f"relax {settings.relax}",
     )
     judged = []
     for record, row, result in zip(records, rows, results, strict=True):
@@ -182,9 +189,10 @@ def _mlff_stability(
     judged: Sequence[Structure],
     rows: list[StructureEvaluation],
     reference: Sequence[CrystalRecord],
-    model: str,
+    settings: EvaluationSettings,
 ) -> None:
-    """E_hull of MLFF energies against the same MLFF's hull of each chemical system."""
+    """E_hull of MLFF energies against the same MLFF's hull of each chemical system, whose
+    compounds are relaxed with the same settings as the structures."""
     from evaluation.mlff_reference import mlff_e_above_hull
 
     results = mlff_e_above_hull(
@@ -193,7 +201,9 @@ def _mlff_stability(
             for s, row in zip(judged, rows, strict=True)
         ],
         reference,
-        model,
+        settings.relax,
+        fmax=settings.hull_relax_fmax or settings.relax_fmax,
+        max_steps=settings.hull_relax_steps or settings.relax_steps,
     )
     for row, result in zip(rows, results, strict=True):
         if isinstance(result, str):
@@ -326,7 +336,7 @@ def evaluate(
 
     clock = time.perf_counter()
     if settings.relax != "none":
-        _mlff_stability(judged, rows, reference, settings.relax)
+        _mlff_stability(judged, rows, reference, settings)
     else:
         _dft_stability(records, rows)
     for row in rows:

@@ -31,7 +31,7 @@ import math
 import warnings
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -356,6 +356,11 @@ class CompositionHullReference(HullReference):
             "energies): pass kind='formation', or use an EntryHullReference for total energies"
         )
 
+    def rows(self) -> Iterator[tuple[str, float]]:
+        """Every ``(formula, formation energy per atom)`` row, grouped by chemical system."""
+        for formula, e_form in zip(self._formulas, self._energies, strict=True):
+            yield str(formula), float(e_form)
+
     def _entries_of(self, elements: frozenset[str]) -> list[PDEntry]:
         rows = self._slices.get(elements)
         if rows is None:
@@ -371,7 +376,8 @@ class CompositionHullReference(HullReference):
         cls, path: str | Path, *, name: str, level_of_theory: str, correction: str | None = None
     ) -> CompositionHullReference:
         """Read a (gzipped) CSV with ``formula`` and ``e_form`` (or ``target``) columns."""
-        table = pd.read_csv(path, comment="#")
+        # keep_default_na=False: pandas would read sodium nitride, "NaN", as a missing value
+        table = pd.read_csv(path, comment="#", keep_default_na=False, dtype={"formula": str})
         energy_column = "e_form" if "e_form" in table else "target"
         return cls(
             table["formula"].tolist(),

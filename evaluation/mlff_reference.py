@@ -63,6 +63,11 @@ def _element_polymorphs(path: str) -> dict[str, list[tuple[float, dict]]]:
     }
 
 
+def reference_elements() -> frozenset[str]:
+    """Elements with MP polymorphs to compute an MLFF elemental reference from."""
+    return frozenset(_element_polymorphs(str(reference_dir() / ELEMENT_REFS_FILE)))
+
+
 def mlff_elemental_energies(
     elements: Iterable[str],
     model: str = "chgnet",
@@ -158,6 +163,49 @@ class HullCandidates:
         return [record for symbols, record in self._candidates if symbols <= elements]
 
 
+def energy_cache_path(tag: str) -> Path:
+    """The JSONL cache of MLFF-relaxed energies of known structures for level ``tag``."""
+    return _model_cache_dir(tag) / "reference_energies.jsonl"
+
+
+def energy_key(structure: Structure, fmax: float, max_steps: int) -> str:
+    """Cache key: the structure's content and the relaxation settings (not its name: the
+    same crystal from two sources is relaxed once)."""
+    return f"{structure_hash(structure)}|fmax={fmax},steps={max_steps}"
+
+
+def energy_row(
+    key: str, record: CrystalRecord, energy: float | None, status: str, reason: str
+) -> dict:
+    """One cache row (``energy`` is the total energy in eV)."""
+    return {
+        "key": key,
+        "label": record.label,
+        "formula": record.formula,
+        "energy": energy,
+        "status": status,
+        "reason": reason,
+    }
+
+
+def read_energy_cache(path: Path) -> dict[str, dict]:
+    """Rows of :func:`energy_cache_path` by key; a line torn by a crash is skipped."""
+    cached: dict[str, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError, KeyError, TypeError):
+                row = json.loads(line)
+                cached[row["key"]] = row
+    return cached
+
+
+def append_energy_rows(path: Path, rows: Iterable[dict]) -> None:
+    """Append rows (one ``write`` per row, so concurrent appenders never interleave lines)."""
+    with path.open("a") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+
+
 def mlff_hull_reference(
     chemsys: str | Iterable[str],
     reference_records: Sequence[CrystalRecord],
@@ -173,8 +221,8 @@ def mlff_hull_reference(
     """A hull reference for ``chemsys`` at level ``mlff:<model>``.
 
     The records whose elements lie within ``chemsys`` are relaxed with the MLFF (energies
-    cached in ``cache_dir()/mlff/<model>/reference_energies.jsonl``, keyed by ``source:id``,
-    structure hash and settings); failed relaxations are skipped and logged. Elemental energies
+    cached in :func:`energy_cache_path`, keyed by structure hash and settings, and shared
+    with ``crystalforge data build``); failed relaxations are skipped and logged. Elemental energies
     come from :func:`mlff_elemental_energies` with the same model (``elemental_polymorphs``
     lowest MP polymorphs per element). Records with more than ``max_sites`` sites are left out
     (relaxation time grows with cell size).
@@ -196,32 +244,20 @@ def mlff_hull_reference(
         and chemsys_elements(r.structure.composition) <= elements
         and (max_sites is None or len(r.structure) <= max_sites)
     ]
-    cache_path = _model_cache_dir(tag) / "reference_energies.jsonl"
-    cached: dict[str, dict] = {}
-    if cache_path.exists():
-        for line in cache_path.read_text().splitlines():
-            with contextlib.suppress(json.JSONDecodeError):  # a torn last line from a crash
-                row = json.loads(line)
-                cached[row["key"]] = row
-    settings = f"fmax={fmax},steps={max_steps}"
-    keys = [f"{r.label}|{structure_hash(r.structure)}|{settings}" for r in records]
+    cache_path = energy_cache_path(tag)
+    cached = read_energy_cache(cache_path)
+    keys = [energy_key(r.structure, fmax, max_steps) for r in records]
     todo = [(k, r) for k, r in zip(keys, records, strict=True) if k not in cached]
     if todo:
         results = relax_structures(
             [r for _, r in todo], model, fmax, max_steps, True, device=device, progress=progress
         )
-        with cache_path.open("a") as handle:
-            for (key, record), res in zip(todo, results, strict=True):
-                row = {
-                    "key": key,
-                    "label": record.label,
-                    "formula": record.formula,
-                    "energy": res.energy,
-                    "status": res.status,
-                    "reason": res.reason,
-                }
-                cached[key] = row
-                handle.write(json.dumps(row) + "\n")
+        rows = [
+            energy_row(key, record, res.energy, res.status, res.reason)
+            for (key, record), res in zip(todo, results, strict=True)
+        ]
+        append_energy_rows(cache_path, rows)
+        cached.update((row["key"], row) for row in rows)
     entries = []
     for key, record in zip(keys, records, strict=True):
         row = cached[key]
@@ -249,6 +285,9 @@ def mlff_e_above_hull(
     items: Sequence[tuple[Structure, float | None, str | None]],
     reference_records: Sequence[CrystalRecord],
     model: str,
+    *,
+    fmax: float = 0.05,
+    max_steps: int = 500,
 ) -> list[HullResult | str]:
     """E_hull of MLFF energies, each against the same MLFF's hull of its chemical system.
 
@@ -261,6 +300,8 @@ def mlff_e_above_hull(
         Where the hull compounds come from (filtered by :class:`HullCandidates`).
     model
         The MLFF; must be the one that produced the energies (levels are checked).
+    fmax, max_steps
+        How the hull compounds are relaxed (best: as the structures themselves were).
 
     Returns
     -------
@@ -278,7 +319,12 @@ def mlff_e_above_hull(
         if chemsys not in hulls:
             try:
                 hulls[chemsys] = mlff_hull_reference(
-                    chemsys, candidates.within(chemsys), model, progress=False
+                    chemsys,
+                    candidates.within(chemsys),
+                    model,
+                    fmax=fmax,
+                    max_steps=max_steps,
+                    progress=False,
                 )
             except (ValueError, KeyError, MLFFUnavailable) as error:
                 # e.g. an element without an MP polymorph to relax: this system has no hull

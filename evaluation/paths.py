@@ -19,6 +19,16 @@ def reference_dir() -> Path:
     return data_dir() / "reference"
 
 
+#: The generative-model checkpoint that ships with the project (see its model card).
+DEFAULT_CHECKPOINT_NAME = "checkpoints/crystalforge-small-v1.pt"
+
+
+def default_checkpoint() -> Path:
+    """The shipped checkpoint, or ``CRYSTALFORGE_CHECKPOINT`` when that is set."""
+    override = os.environ.get("CRYSTALFORGE_CHECKPOINT")
+    return Path(override) if override else data_dir() / DEFAULT_CHECKPOINT_NAME
+
+
 def cache_dir() -> Path:
     """A writable folder for derived data (matcher indices, MLFF reference energies).
 

@@ -129,7 +129,8 @@ class MatterGenGeneratorMaker(Maker):
     Attributes
     ----------
     checkpoint
-        The model checkpoint (``last.pt``/``best.pt`` of ``crystalforge train``).
+        The model checkpoint (``best.pt`` of ``crystalforge train``); empty: the shipped one,
+        resolved on the worker that runs the job.
     num_steps
         Predictor steps ``T``; default: the model's (1000 at paper settings).
     batch_size
@@ -142,7 +143,7 @@ class MatterGenGeneratorMaker(Maker):
         The FireWorks worker category the campaign gives this job.
     """
 
-    checkpoint: str
+    checkpoint: str = ""
     name: str = "generate mattergen"
     num_steps: int | None = None
     batch_size: int = 64

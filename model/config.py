@@ -22,6 +22,9 @@ class DiffusionConfig:
     """Forward processes and the sampling grid (A.5–A.7, D.1.3)."""
 
     num_steps: int = 1000
+    # Default predictor steps when sampling; 0 samples on the training grid (num_steps). A
+    # continuous-time model can sample on a coarser grid: fewer steps, faster, a little worse.
+    sampling_steps: int = 0
     coord_sigma_min: float = 0.01
     coord_sigma_max: float = 5.0
     lattice_beta_min: float = 0.1
@@ -137,6 +140,7 @@ def _validate(config: ModelConfig) -> None:
     checks = [
         (config.max_atoms >= 1, "max_atoms must be ≥ 1"),
         (config.diffusion.num_steps >= 1, "diffusion.num_steps must be ≥ 1"),
+        (config.diffusion.sampling_steps >= 0, "diffusion.sampling_steps must be ≥ 0"),
         (
             0 < config.diffusion.coord_sigma_min < config.diffusion.coord_sigma_max,
             "need 0 < diffusion.coord_sigma_min < diffusion.coord_sigma_max",

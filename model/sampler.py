@@ -125,7 +125,7 @@ def sample(
     allowed = (allowed_classes if allowed_classes is not None else stats.allowed_classes()).to(
         device
     )
-    total_steps = settings.num_steps or diffusion.num_steps
+    total_steps = settings.num_steps or diffusion.sampling_steps or diffusion.num_steps
     num_atoms = num_atoms.to(device)
     n_total = int(num_atoms.sum())
 

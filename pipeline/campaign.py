@@ -46,7 +46,9 @@ class CampaignConfig(BaseModel):
     seed: int = 0
     reference: str | None = None
     input: str | None = Field(None, description="crystal file for the 'file' generator")
-    checkpoint: str | None = Field(None, description="model checkpoint for 'mattergen'")
+    checkpoint: str | None = Field(
+        None, description="model checkpoint for 'mattergen' (default: the shipped one)"
+    )
     model_steps: int | None = Field(None, ge=1, description="sampling steps T for 'mattergen'")
     stability_threshold: float = 0.1
     require_charge_balance: bool = False
@@ -61,8 +63,6 @@ class CampaignConfig(BaseModel):
             raise ValueError(f"engine must be one of {list(ENGINES)}, got {self.engine!r}")
         if self.generator == "file" and not self.input:
             raise ValueError("the file generator needs input (a crystal file)")
-        if self.generator == "mattergen" and not self.checkpoint:
-            raise ValueError("the mattergen generator needs checkpoint (a model checkpoint file)")
         if self.top_k > self.num_candidates:
             raise ValueError(
                 f"top_k ({self.top_k}) cannot exceed num_candidates ({self.num_candidates})"
@@ -148,7 +148,7 @@ def run_campaign(
     elements = parse_chemsys(chemsys)
     require_arity(elements, 2, config.generator)
     if config.generator == "mattergen":  # fail now, not when the generate job runs
-        check_checkpoint(config.checkpoint or "")
+        check_checkpoint(config.checkpoint)
     system = "-".join(elements)
     campaign_id = campaign_id or f"{system}-{config.generator}-{int(time.time())}"
     existing = store.campaign(campaign_id)

@@ -126,7 +126,9 @@ def evaluate(
             help="Ordered–disordered matcher: ordered approximants of a known alloy are not novel.",
         ),
     ] = None,
-    n_jobs: Annotated[int | None, typer.Option(help="Worker processes for matching.")] = None,
+    n_jobs: Annotated[
+        int | None, typer.Option(help="Worker processes for relaxation and matching.")
+    ] = None,
     fmax: Annotated[float | None, typer.Option(help="Relaxation force criterion (eV/Å).")] = None,
     steps: Annotated[int | None, typer.Option(help="Relaxation step budget.")] = None,
 ) -> None:

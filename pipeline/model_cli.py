@@ -96,6 +96,62 @@ def data_tensors(
     typer.echo(f"wrote {len(tensors)} crystals ({atoms} atoms) to {destination}")
 
 
+def data_build(
+    sources: Annotated[
+        list[Path], typer.Argument(help="Crystal sources: CSV with a cif column, CIF folders, ...")
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for dataset.pt, labels.csv.gz, report.json.")],
+    max_atoms: Annotated[int, typer.Option(min=1, help="Largest cell kept (paper: 20).")] = 20,
+    model: Annotated[str, typer.Option(help="Labelling MLFF (one level of theory).")] = "chgnet",
+    fmax: Annotated[float, typer.Option(min=0.0, help="Relaxation force criterion, eV/A.")] = 0.1,
+    max_steps: Annotated[int, typer.Option(min=1, help="Relaxation step budget.")] = 100,
+    e_hull_max: Annotated[
+        float, typer.Option(help="Keep crystals with E_hull below this, eV/atom (paper: 0.1).")
+    ] = 0.1,
+    jobs: Annotated[int, typer.Option(min=1, help="Relaxation processes (one per core).")] = 1,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Read at most this many crystals per source.")
+    ] = None,
+) -> None:
+    """Build the model's training set: select, relax-label with an MLFF, hull-filter, split.
+
+    Interrupted builds resume: labels are cached in OUT/labels-cache.jsonl.
+    """
+    from evaluation.mlff import MLFFUnavailable
+    from evaluation.training_set import BuildSettings, label_training_set, write_build
+    from model.structures import structures_to_tensors
+    from pipeline.cli import _bad_input_errors
+
+    settings = BuildSettings(
+        max_atoms=max_atoms,
+        model=model,
+        fmax=fmax,
+        max_steps=max_steps,
+        e_hull_max=e_hull_max,
+        n_jobs=jobs,
+    )
+    try:
+        build = label_training_set(sources, out, settings, limit=limit)
+    except (*_bad_input_errors(), MLFFUnavailable) as error:
+        raise _fail(str(error)) from None
+    if not build.kept:
+        raise _fail(f"no crystal has E_hull < {e_hull_max} eV/atom; nothing to train on")
+    tensors = structures_to_tensors(
+        ((r.label, r.structure) for r in build.kept), max_atoms=max_atoms, source=str(out)
+    ).tensors
+    _, validation = tensors.split(settings.validation_fraction)
+    validation_ids = {tensors.ids[i] for i in validation.tolist()}
+    split_of = {i: ("val" if i in validation_ids else "train") for i in tensors.ids}
+    counts = build.report["counts"]
+    counts.update(training_set=len(tensors), validation=len(validation_ids))
+    counts["train"] = len(tensors) - len(validation_ids)
+    tensors.save(out / "dataset.pt")
+    write_build(build, out, split_of)
+    for name, value in counts.items():
+        typer.echo(f"{name:>28}: {value}")
+    typer.echo(f"wrote {out / 'dataset.pt'}, {out / 'labels.csv.gz'}, {out / 'report.json'}")
+
+
 def _write_json(path: Path, payload: dict) -> None:
     from evaluation.crystal_io import atomic_output
 
@@ -213,7 +269,8 @@ def generate(
     num_samples: Annotated[int, typer.Option(min=1, help="Crystals to sample.")],
     out: Annotated[Path, typer.Option(help="Output file (.extxyz).")],
     checkpoint: Annotated[
-        Path | None, typer.Option(help="Model checkpoint (last.pt/best.pt of `train`).")
+        Path | None,
+        typer.Option(help="Model checkpoint (best.pt of `train`; default: the shipped one)."),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Crystals sampled together.")] = 64,
     num_atoms: Annotated[
@@ -222,18 +279,16 @@ def generate(
     ] = None,
     seed: Annotated[int, typer.Option(help="Same seed, same samples (on one device).")] = 0,
     steps: Annotated[
-        int | None, typer.Option(min=1, help="Predictor steps T (default: the model's, 1000).")
+        int | None, typer.Option(min=1, help="Predictor steps (default: the model's).")
     ] = None,
     elements: Annotated[str | None, typer.Option(help="Only these species, e.g. Li,Co,O.")] = None,
     device: DeviceOption = None,
 ) -> None:
     """Sample crystals from a trained checkpoint and write them as extxyz with provenance."""
     from evaluation.crystal_io import write_extxyz
-    from flows.generators.mattergen import generate_structures, parse_elements
+    from flows.generators.mattergen import checkpoint_path, generate_structures, parse_elements
     from model.checkpoint import CheckpointError, load_checkpoint
 
-    if checkpoint is None:
-        raise _fail("--checkpoint is required (no default checkpoint ships yet)")
     if out.suffix.lower() not in (".extxyz", ".xyz"):
         raise _fail(f"--out must end in .extxyz, got {out}")
     if out.is_dir():
@@ -246,7 +301,7 @@ def generate(
             raise _fail(f"--elements: {error}") from None
     target = _device(device)
     try:
-        loaded = load_checkpoint(checkpoint, device=target)
+        loaded = load_checkpoint(checkpoint_path(checkpoint), device=target)
     except CheckpointError as error:
         raise _fail(str(error)) from None
     seen = loaded.network.statistics.allowed_classes()
@@ -305,5 +360,6 @@ def generate(
 def register(app: typer.Typer, data_app: typer.Typer) -> None:
     """Add ``data tensors``, ``train`` and ``generate`` to the ``crystalforge`` app."""
     data_app.command("tensors")(data_tensors)
+    data_app.command("build")(data_build)
     app.command("train")(train)
     app.command("generate")(generate)

@@ -31,6 +31,7 @@ __all__ = [
     "allowed_species",
     "batch_seed",
     "check_checkpoint",
+    "checkpoint_path",
     "generate_structures",
     "parse_elements",
     "resolve_device",
@@ -139,18 +140,26 @@ def batch_seed(seed: int, batch_index: int) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def check_checkpoint(path: str | Path) -> None:
-    """Raise a one-line ``ValueError`` unless ``path`` is a readable CrystalForge checkpoint."""
+def checkpoint_path(path: str | Path | None) -> Path:
+    """``path``, or the shipped default checkpoint when ``path`` is ``None`` or empty."""
+    from evaluation.paths import default_checkpoint
+
+    return Path(path) if path else default_checkpoint()
+
+
+def check_checkpoint(path: str | Path | None) -> None:
+    """Raise a one-line ``ValueError`` unless ``path`` (default: the shipped checkpoint) is a
+    readable CrystalForge checkpoint."""
     from model.checkpoint import CheckpointError, read_payload
 
     try:
-        read_payload(path)
+        read_payload(checkpoint_path(path))
     except CheckpointError as error:
         raise ValueError(str(error)) from None
 
 
 def generate_structures(
-    checkpoint: str | Path | LoadedCheckpoint,
+    checkpoint: str | Path | LoadedCheckpoint | None,
     num_samples: int,
     *,
     batch_size: int = 64,
@@ -205,9 +214,9 @@ def generate_structures(
     if isinstance(checkpoint, LoadedCheckpoint):
         loaded = checkpoint
     else:
-        loaded = load_checkpoint(checkpoint, device=target)
+        loaded = load_checkpoint(checkpoint_path(checkpoint), device=target)
     network = loaded.network
-    steps = num_steps or loaded.config.diffusion.num_steps
+    steps = num_steps or loaded.config.diffusion.sampling_steps or loaded.config.diffusion.num_steps
     started = time.perf_counter()
     if num_atoms is None:
         counts = network.statistics.sample_num_atoms(

@@ -69,9 +69,9 @@ def test_parse_elements_accepts_commas_or_dashes_and_names_the_bad_token():
 # ------------------------------------------------------------------------------ campaign
 
 
-def test_campaign_config_requires_a_checkpoint_for_mattergen():
-    with pytest.raises(ValidationError, match="mattergen generator needs checkpoint"):
-        CampaignConfig(generator="mattergen")
+def test_campaign_config_defaults_mattergen_to_the_shipped_checkpoint():
+    generator = CampaignConfig(generator="mattergen").maker().generator
+    assert generator.checkpoint == ""  # resolved to the shipped checkpoint on the worker
     with pytest.raises(ValidationError, match="model_steps"):
         CampaignConfig(generator="mattergen", checkpoint="m.pt", model_steps=0)
     config = CampaignConfig(generator="mattergen", checkpoint="m.pt", model_steps=100, seed=3)
@@ -101,12 +101,15 @@ def test_the_generate_job_of_a_mattergen_campaign_goes_to_gpu_workers():
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        ([], "mattergen generator needs checkpoint"),
+        ([], "shipped.pt"),
         (["--checkpoint", "nowhere.pt"], "nowhere.pt"),
         (["--checkpoint", "m.pt", "--model-steps", "0"], "model-steps"),
     ],
 )
-def test_campaign_run_with_mattergen_checks_the_checkpoint_first(tmp_path, extra, expected):
+def test_campaign_run_with_mattergen_checks_the_checkpoint_first(
+    tmp_path, extra, expected, monkeypatch
+):
+    monkeypatch.setenv("CRYSTALFORGE_CHECKPOINT", str(tmp_path / "shipped.pt"))  # absent
     args = ["campaign", "run", "Li-O", "--generator", "mattergen", "--store", str(tmp_path / "s")]
     result = CliRunner().invoke(app, [*args, *extra])
     assert result.exit_code == 2, result.output

@@ -221,11 +221,12 @@ def test_generate_with_elements_places_only_those(tmp_path, tiny_checkpoint):
 
 
 @pytest.mark.parametrize("case", ["missing", "absent file", "random bytes", "not a checkpoint"])
-def test_bad_checkpoint_is_one_line_with_exit_code_2(tmp_path, case, perov_csv):
+def test_bad_checkpoint_is_one_line_with_exit_code_2(tmp_path, case, perov_csv, monkeypatch):
     out = tmp_path / "s.extxyz"
     args = ["generate", "--num-samples", "2", "--out", str(out)]
-    if case == "missing":
-        expected = "--checkpoint is required"
+    if case == "missing":  # no --checkpoint, and the default one is not there
+        monkeypatch.setenv("CRYSTALFORGE_CHECKPOINT", str(tmp_path / "gone" / "shipped.pt"))
+        expected = "shipped.pt"
     else:
         path = tmp_path / "model.pt"
         if case == "random bytes":

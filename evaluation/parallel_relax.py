@@ -1,0 +1,102 @@
+"""MLFF relaxations spread over worker processes, delivered chunk by chunk.
+
+One MLFF process uses one core best (``OMP_NUM_THREADS=1``), so a machine with ``n`` cores
+relaxes ``n`` structures at a time in ``n`` processes. Results arrive per chunk through a
+callback, so a long run (a training-set build, a 1,024-sample evaluation) can persist them as it
+goes and a killed run loses at most the chunks in flight.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any
+
+from pymatgen.core import Structure
+from tqdm.auto import tqdm
+
+from evaluation.mlff import RelaxResult, load_calculator, relax_structures
+
+#: ``on_chunk(indices, results)``: the input positions of a finished chunk and their results.
+ChunkCallback = Callable[[list[int], list[RelaxResult]], None]
+
+
+def _init_worker() -> None:
+    # Each worker owns one core; torch would otherwise start one thread per core in every worker.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _relax_chunk(structures: list[Structure], kwargs: dict[str, Any]) -> list[RelaxResult]:
+    return relax_structures(structures, progress=False, **kwargs)
+
+
+def relax_parallel(
+    structures: Sequence[Structure],
+    model: str = "chgnet",
+    fmax: float = 0.05,
+    max_steps: int = 500,
+    *,
+    n_jobs: int = 1,
+    chunk_size: int = 16,
+    on_chunk: ChunkCallback | None = None,
+    progress: bool = True,
+    desc: str = "relax",
+) -> list[RelaxResult]:
+    """Relax ``structures`` (cell and positions) in ``n_jobs`` processes.
+
+    Parameters
+    ----------
+    structures
+        The crystals, in order.
+    model, fmax, max_steps
+        As :func:`evaluation.mlff.relax_structures`.
+    n_jobs
+        Worker processes; 1 relaxes in this process (no pool).
+    chunk_size
+        Structures per task: small enough to balance load and bound what a kill loses.
+    on_chunk
+        Called in this process for every finished chunk, in completion order.
+
+    Returns
+    -------
+    list[RelaxResult]
+        One per input, in input order; failures are recorded, never raised.
+    """
+    if n_jobs < 1:
+        raise ValueError(f"n_jobs must be at least 1, got {n_jobs}")
+    load_calculator(model)  # a missing model fails here, once, not in every worker
+    kwargs = {"model": model, "fmax": fmax, "max_steps": max_steps}
+    chunks = [
+        list(range(start, min(start + chunk_size, len(structures))))
+        for start in range(0, len(structures), chunk_size)
+    ]
+    results: list[RelaxResult | None] = [None] * len(structures)
+    bar = tqdm(total=len(structures), desc=desc, unit="xtal", disable=not progress)
+
+    def deliver(indices: list[int], chunk_results: list[RelaxResult]) -> None:
+        for index, result in zip(indices, chunk_results, strict=True):
+            results[index] = result
+        if on_chunk is not None:
+            on_chunk(indices, chunk_results)
+        bar.update(len(indices))
+
+    if n_jobs == 1 or len(chunks) <= 1:
+        for indices in chunks:
+            deliver(indices, _relax_chunk([structures[i] for i in indices], kwargs))
+    else:
+        # spawn: a forked torch process can deadlock on locks held by the parent's threads.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(n_jobs, mp_context=context, initializer=_init_worker) as pool:
+            futures = {
+                pool.submit(_relax_chunk, [structures[i] for i in indices], kwargs): indices
+                for indices in chunks
+            }
+            for future in as_completed(futures):
+                deliver(futures[future], future.result())
+    bar.close()
+    return [r for r in results if r is not None]

@@ -1,0 +1,46 @@
+"""Relaxations spread over processes give what one process gives, delivered by chunk."""
+
+from __future__ import annotations
+
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from evaluation.mlff import relax_structures
+from evaluation.parallel_relax import relax_parallel
+
+
+def _crystals() -> list[Structure]:
+    return [
+        Structure(Lattice.cubic(a), ["Cu", "Au"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+        for a in (2.9, 3.0, 3.1, 3.2, 3.3)
+    ]
+
+
+def test_two_processes_match_one_and_report_every_chunk():
+    structures = _crystals()
+    delivered: list[int] = []
+    parallel = relax_parallel(
+        structures,
+        "chgnet",
+        0.1,
+        40,
+        n_jobs=2,
+        chunk_size=2,
+        on_chunk=lambda indices, results: delivered.extend(indices),
+        progress=False,
+    )
+    serial = relax_structures(structures, "chgnet", 0.1, 40, progress=False)
+    assert sorted(delivered) == list(range(len(structures)))
+    assert [r.energy for r in parallel] == pytest.approx([r.energy for r in serial], abs=1e-5)
+    assert [r.n_steps for r in parallel] == [r.n_steps for r in serial]
+
+
+def test_a_bad_crystal_is_a_recorded_failure_not_an_error():
+    broken = Structure(Lattice.cubic(3.0), ["Cu", "Au"], [[0, 0, 0], [0.01, 0, 0]])
+    results = relax_parallel([broken, *_crystals()[:1]], "chgnet", 0.1, 20, progress=False)
+    assert [r.ok for r in results] == [False, True]
+
+
+def test_n_jobs_must_be_positive():
+    with pytest.raises(ValueError, match="n_jobs"):
+        relax_parallel(_crystals(), n_jobs=0)
