@@ -13,7 +13,7 @@ export OMP_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 
 .PHONY: install demo demo-evaluate test test-slow lint format reference benchmark-novelty \
-	benchmark-prerelax benchmark-sampling clean
+	benchmark-prerelax benchmark-sampling benchmark-quality dataset clean
 
 install: $(STAMP)
 
@@ -61,6 +61,17 @@ benchmark-prerelax: $(STAMP)
 
 benchmark-sampling: $(STAMP)
 	OMP_NUM_THREADS=2 $(BIN)/python benchmarks/sampling.py
+
+# The model's training set (about an hour on 2 cores; resumes if interrupted) and the
+# generation-quality benchmark of the shipped checkpoint against RSS (1,024 samples each).
+SHARED_STRUCTURES ?= ../shared/data/structures
+dataset: $(STAMP)
+	$(BIN)/crystalforge data build $(addprefix $(SHARED_STRUCTURES)/,lemat/mp lemat/alexandria \
+		lemat/jarvis lemat_bulk/seed_42 lemat_bulk/seed_123 lemat_bulk/seed_456 \
+		lemat_bulk/seed_789 perov_5/val.csv carbon_24/val.csv) --out runs/dataset --jobs 2
+
+benchmark-quality: $(STAMP)
+	$(BIN)/python benchmarks/generation_quality.py --dataset runs/dataset --jobs 2
 
 clean:
 	rm -rf $(VENV) demo-output demo-store crystalforge-output crystalforge-store .pytest_cache .ruff_cache

@@ -65,17 +65,35 @@ def training_crystals(dataset: Path) -> tuple[list[str], list[int], list[Structu
     return chemsys, [len(s) for s in structures], structures
 
 
-def stage_generate(work: Path, checkpoint: Path | None, num: int, steps: int | None) -> None:
+def stage_generate(
+    work: Path, checkpoint: Path | None, num: int, steps: int | None, jobs: int
+) -> None:
+    """``num`` samples in ``jobs`` processes of one torch thread each (seeds 0..jobs-1)."""
+    from evaluation.crystal_io import read_crystals, write_extxyz
+
     out = work / "mattergen.extxyz"
     if out.exists():
         return
-    command = [sys.executable, "-m", "pipeline", "generate", "--num-samples", str(num)]
-    command += ["--out", str(out), "--batch-size", "128", "--seed", "0"]
-    command += ["--checkpoint", str(checkpoint)] if checkpoint else []
-    command += ["--steps", str(steps)] if steps else []
     started = time.perf_counter()
-    subprocess.run(command, check=True, cwd=ROOT)
-    _write_json(work / "mattergen-timing.json", {"seconds": time.perf_counter() - started})
+    processes = []
+    for part in range(jobs):
+        command = [sys.executable, "-m", "pipeline", "generate"]
+        command += ["--num-samples", str(num // jobs + (part < num % jobs))]
+        command += ["--out", str(work / f"mattergen-part{part}.extxyz")]
+        command += ["--batch-size", "128", "--seed", str(part)]
+        command += ["--checkpoint", str(checkpoint)] if checkpoint else []
+        command += ["--steps", str(steps)] if steps else []
+        processes.append(subprocess.Popen(command, cwd=ROOT))
+    if any(process.wait() != 0 for process in processes):
+        raise SystemExit("a generate process failed")
+    records = []
+    for part in range(jobs):
+        records += read_crystals(work / f"mattergen-part{part}.extxyz").records
+    write_extxyz(records, out)
+    _write_json(
+        work / "mattergen-timing.json",
+        {"seconds": time.perf_counter() - started, "processes": jobs, "samples": len(records)},
+    )
 
 
 def stage_rss(work: Path, dataset: Path, num: int) -> None:
@@ -303,7 +321,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     stages = set(args.stages.split(","))
     if "generate" in stages:
-        stage_generate(args.work, args.checkpoint, args.num_samples, args.steps)
+        stage_generate(args.work, args.checkpoint, args.num_samples, args.steps, args.jobs)
     if "rss" in stages:
         stage_rss(args.work, args.dataset, args.num_samples)
     if "evaluate" in stages:

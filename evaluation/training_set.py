@@ -346,6 +346,7 @@ def label_training_set(
     and then :func:`write_build`.
     """
     settings = settings or BuildSettings()
+    _, tag = load_calculator(settings.model)  # an unknown or missing MLFF fails before any work
     work_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     records, counts = select_crystals(paths, settings, limit=limit)
@@ -353,7 +354,6 @@ def label_training_set(
 
     labels = label_crystals(records, settings, work_dir / LABELS_CACHE)
     timings["label_s"] = time.perf_counter() - started - timings["select_s"]
-    _, tag = load_calculator(settings.model)
     shared = share_labels(records, labels, settings, tag)
     elements = frozenset(el.symbol for r in records for el in r.structure.composition.elements)
     mu = mlff_elemental_energies(elements, settings.model)

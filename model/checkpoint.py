@@ -9,13 +9,13 @@ when training, ``optimizer``/``scheduler``/``rng`` states for an exact resume.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from model.config import ConfigError, ModelConfig
+from model.config import ConfigError, DiffusionConfig, ModelConfig
 from model.crystal import MASK_CLASS
 from model.network.gemnet import ScoreNetwork
 from model.serialization import load_plain, save_atomically
@@ -105,5 +105,23 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
 
 
 def same_architecture(a: ModelConfig, b: ModelConfig) -> bool:
-    """Whether two configs build interchangeable networks (training settings may differ)."""
-    return (a.network, a.diffusion, a.max_atoms) == (b.network, b.diffusion, b.max_atoms)
+    """Whether two configs build interchangeable networks (training and sampling settings may
+    differ)."""
+
+    def forward(config: ModelConfig) -> DiffusionConfig:
+        return replace(config.diffusion, sampling_steps=0)
+
+    return (a.network, forward(a), a.max_atoms) == (b.network, forward(b), b.max_atoms)
+
+
+#: What a released checkpoint keeps: enough to sample and to say where it came from.
+RELEASE_KEYS = ("format", "config", "state_dict", "step", "history", "statistics", "torch_version")
+
+
+def export_checkpoint(source: str | Path, destination: str | Path, provenance: dict) -> Path:
+    """Write ``source`` without its training state (optimizer, scheduler, RNG), adding
+    ``provenance`` (data, hardware, wall time); the result samples but cannot resume."""
+    payload = read_payload(source)
+    released = {key: payload[key] for key in RELEASE_KEYS if key in payload}
+    released["provenance"] = dict(provenance)
+    return save_atomically(released, destination)

@@ -132,7 +132,7 @@ def data_build(
     )
     try:
         build = label_training_set(sources, out, settings, limit=limit)
-    except (*_bad_input_errors(), MLFFUnavailable) as error:
+    except (*_bad_input_errors(), MLFFUnavailable, ValueError) as error:
         raise _fail(str(error)) from None
     if not build.kept:
         raise _fail(f"no crystal has E_hull < {e_hull_max} eV/atom; nothing to train on")
@@ -266,8 +266,10 @@ def train(
 
 
 def generate(
-    num_samples: Annotated[int, typer.Option(min=1, help="Crystals to sample.")],
-    out: Annotated[Path, typer.Option(help="Output file (.extxyz).")],
+    num_samples: Annotated[int, typer.Option(min=1, help="Crystals to sample.")] = 64,
+    out: Annotated[Path, typer.Option(help="Output file (.extxyz).")] = Path(
+        "crystalforge-output/samples.extxyz"
+    ),
     checkpoint: Annotated[
         Path | None,
         typer.Option(help="Model checkpoint (best.pt of `train`; default: the shipped one)."),

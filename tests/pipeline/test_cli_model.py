@@ -251,3 +251,35 @@ def test_bad_generate_options_are_one_line(tmp_path, tiny_checkpoint, extra, exp
     args = ["generate", "--checkpoint", str(tiny_checkpoint), "--num-samples", "2"]
     args += ["--out", str(tmp_path / "s.extxyz")] if "--out" not in extra else []
     assert expected in one_line_error(runner.invoke(app, [*args, *extra]))
+
+
+# ------------------------------------------------------------------------------ data build
+
+
+def test_data_build_writes_tensors_labels_and_a_report(tmp_path, perov_csv, monkeypatch):
+    monkeypatch.setenv("CRYSTALFORGE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "set"
+    args = ["data", "build", str(perov_csv), "--out", str(out), "--limit", "6"]
+    result = runner.invoke(app, [*args, "--max-steps", "30"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    labels = pd.read_csv(out / "labels.csv.gz", keep_default_na=False)
+    tensors = CrystalTensors.load(out / "dataset.pt")
+    assert len(labels) == sum(report["counts"]["selected"].values())
+    assert set(tensors.ids) == set(labels.loc[labels["split"] != "", "id"])
+    assert report["counts"]["training_set"] == len(tensors)
+    assert all(float(v) < 0.1 for v in labels.loc[labels["split"] != "", "e_hull"])
+    again = runner.invoke(app, [*args, "--max-steps", "30"])  # every label cached: same set
+    assert again.exit_code == 0, again.output
+    assert CrystalTensors.load(out / "dataset.pt").ids == tensors.ids
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [(["nowhere.csv"], "nowhere.csv"), (["PEROV", "--model", "nonsense"], "unknown MLFF")],
+)
+def test_data_build_bad_input_is_one_line_with_exit_code_2(tmp_path, perov_csv, extra, expected):
+    sources = [str(perov_csv) if e == "PEROV" else e for e in extra]
+    result = runner.invoke(app, ["data", "build", *sources, "--out", str(tmp_path / "o")])
+    assert expected in one_line_error(result)
+    assert not (tmp_path / "o" / "dataset.pt").exists()
