@@ -19,8 +19,10 @@ from pymatgen.core import Lattice, Structure
 from model.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
+    export_checkpoint,
     load_checkpoint,
     read_payload,
+    same_architecture,
     save_checkpoint,
 )
 from model.config import load_model_config
@@ -261,6 +263,29 @@ def test_a_saved_checkpoint_loads_into_a_network_with_identical_outputs(saved):
     for name, value in network.state_dict().items():
         assert torch.equal(loaded.network.state_dict()[name], value), name
     assert not loaded.network.training
+
+
+def test_an_exported_checkpoint_samples_identically_without_its_training_state(saved, tmp_path):
+    path, network, _ = saved
+    payload = torch.load(path, weights_only=True)
+    payload["optimizer"] = {"state": {}, "param_groups": []}  # as train() stores it
+    torch.save(payload, path)
+    released = export_checkpoint(path, tmp_path / "released.pt", {"hardware": "test"})
+    stored = read_payload(released)
+    assert "optimizer" not in stored and stored["provenance"] == {"hardware": "test"}
+    loaded = load_checkpoint(released)
+    for name, value in network.state_dict().items():
+        assert torch.equal(loaded.network.state_dict()[name], value), name
+
+
+def test_sampling_steps_do_not_change_the_architecture():
+    from dataclasses import replace
+
+    config = load_model_config(TINY)
+    faster = replace(config, diffusion=replace(config.diffusion, sampling_steps=100))
+    assert same_architecture(config, faster)
+    coarser = replace(config, diffusion=replace(config.diffusion, num_steps=500))
+    assert not same_architecture(config, coarser)
 
 
 def test_a_conditional_network_round_trips_with_its_adapters(tmp_path):
