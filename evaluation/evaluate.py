@@ -204,6 +204,7 @@ def _mlff_stability(
         settings.relax,
         fmax=settings.hull_relax_fmax or settings.relax_fmax,
         max_steps=settings.hull_relax_steps or settings.relax_steps,
+        n_jobs=settings.n_jobs,
     )
     for row, result in zip(rows, results, strict=True):
         if isinstance(result, str):

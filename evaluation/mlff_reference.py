@@ -200,10 +200,58 @@ def read_energy_cache(path: Path) -> dict[str, dict]:
 
 
 def append_energy_rows(path: Path, rows: Iterable[dict]) -> None:
-    """Append rows (one ``write`` per row, so concurrent appenders never interleave lines)."""
-    with path.open("a") as handle:
+    """Append rows; line-buffered, so each row is one ``write`` and concurrent appenders
+    never interleave parts of lines."""
+    with path.open("a", buffering=1) as handle:
         for row in rows:
             handle.write(json.dumps(row) + "\n")
+
+
+def prefetch_reference_energies(
+    chemsystems: Iterable[str],
+    candidates: HullCandidates,
+    model: str,
+    fmax: float,
+    max_steps: int,
+    n_jobs: int,
+) -> int:
+    """Relax, in ``n_jobs`` processes, every hull compound of ``chemsystems`` not yet in the
+    energy cache (what :func:`mlff_hull_reference` would relax one system at a time); returns
+    how many were relaxed."""
+    from evaluation.parallel_relax import relax_parallel
+
+    _, tag = load_calculator(model)
+    path = energy_cache_path(tag)
+    cached = read_energy_cache(path)
+    todo: dict[str, CrystalRecord] = {}
+    for chemsys in set(chemsystems):
+        for record in candidates.within(chemsys):
+            key = energy_key(record.structure, fmax, max_steps)
+            if key not in cached:
+                todo.setdefault(key, record)
+    if not todo:
+        return 0
+    keys = list(todo)
+
+    def persist(indices: list[int], results: list) -> None:
+        append_energy_rows(
+            path,
+            [
+                energy_row(keys[i], todo[keys[i]], res.energy, res.status, res.reason)
+                for i, res in zip(indices, results, strict=True)
+            ],
+        )
+
+    relax_parallel(
+        [todo[k].structure for k in keys],
+        model,
+        fmax,
+        max_steps,
+        n_jobs=n_jobs,
+        on_chunk=persist,
+        desc="hull compounds",
+    )
+    return len(keys)
 
 
 def mlff_hull_reference(
@@ -288,6 +336,7 @@ def mlff_e_above_hull(
     *,
     fmax: float = 0.05,
     max_steps: int = 500,
+    n_jobs: int = 1,
 ) -> list[HullResult | str]:
     """E_hull of MLFF energies, each against the same MLFF's hull of its chemical system.
 
@@ -302,6 +351,8 @@ def mlff_e_above_hull(
         The MLFF; must be the one that produced the energies (levels are checked).
     fmax, max_steps
         How the hull compounds are relaxed (best: as the structures themselves were).
+    n_jobs
+        Processes relaxing the hull compounds not cached yet, all systems at once.
 
     Returns
     -------
@@ -309,6 +360,9 @@ def mlff_e_above_hull(
         A result, or the reason there is none (no energy, no hull for the system).
     """
     candidates = HullCandidates(reference_records)
+    if n_jobs > 1:
+        systems = [s.composition.chemical_system for s, energy, _ in items if energy is not None]
+        prefetch_reference_energies(systems, candidates, model, fmax, max_steps, n_jobs)
     hulls: dict[str, EntryHullReference | Exception] = {}
     results: list[HullResult | str] = []
     for structure, energy_per_atom, level in items:

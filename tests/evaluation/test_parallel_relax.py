@@ -44,3 +44,35 @@ def test_a_bad_crystal_is_a_recorded_failure_not_an_error():
 def test_n_jobs_must_be_positive():
     with pytest.raises(ValueError, match="n_jobs"):
         relax_parallel(_crystals(), n_jobs=0)
+
+
+def test_prefetched_hull_compounds_are_not_relaxed_again(tmp_path, monkeypatch):
+    import evaluation.mlff_reference as mlff_reference
+    from evaluation.mlff_reference import (
+        HullCandidates,
+        mlff_hull_reference,
+        prefetch_reference_energies,
+    )
+    from evaluation.records import CrystalRecord
+
+    monkeypatch.setenv("CRYSTALFORGE_CACHE", str(tmp_path / "cache"))
+    records = [CrystalRecord(s, f"cuau-{i}", "toy") for i, s in enumerate(_crystals()[:3])]
+    candidates = HullCandidates(records)
+    settings = {"fmax": 0.1, "max_steps": 30}
+    assert (
+        prefetch_reference_energies(["Au-Cu", "Cu-Au"], candidates, "chgnet", n_jobs=1, **settings)
+        == 3
+    )
+    assert prefetch_reference_energies(["Au-Cu"], candidates, "chgnet", n_jobs=1, **settings) == 0
+
+    def no_relaxation(*args, **kwargs):
+        raise AssertionError("a prefetched compound was relaxed again")
+
+    mlff_hull_reference(
+        "Au-Cu", records, "chgnet", elemental_polymorphs=1, progress=False, **settings
+    )
+    monkeypatch.setattr(mlff_reference, "relax_structures", no_relaxation)
+    hull = mlff_hull_reference(
+        "Au-Cu", records, "chgnet", elemental_polymorphs=1, progress=False, **settings
+    )
+    assert len(hull) == 3
