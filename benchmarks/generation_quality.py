@@ -138,8 +138,8 @@ def stage_rss(work: Path, dataset: Path, num: int) -> None:
 def stage_evaluate(work: Path, jobs: int) -> None:
     for name in GENERATORS:
         out = work / f"eval-{name}"
-        if (out / "summary.json").exists():
-            continue
+        if (out / "summary.json").exists() or not (work / f"{name}.extxyz").exists():
+            continue  # done, or its samples are not there yet
         command = [sys.executable, "-m", "pipeline", "evaluate", str(work / f"{name}.extxyz")]
         command += ["--relax", "chgnet", "--config", str(CONFIG), "--n-jobs", str(jobs)]
         command += ["--output", str(out)]

@@ -69,15 +69,23 @@ def _smact_valid_reduced(symbols: tuple[str, ...], counts: tuple[int, ...]) -> b
         return True  # alloys are valid compositions (CDVAE/MatterGen convention)
     elements = [smact.Element(symbol) for symbol in symbols]
     electronegativities = [element.pauling_eneg for element in elements]
-    oxidation_state_sets = [element.oxidation_states for element in elements]
+    # smact lists no oxidation states for He, Ne, Ar, Pm, At, Rn, Fr, Ra, Es and Fm: count them
+    # as neutral (a noble gas in a crystal is), not as a crash of the whole evaluation.
+    oxidation_state_sets = [element.oxidation_states or [0] for element in elements]
     for oxidation_states in itertools.product(*oxidation_state_sets):
         charge = sum(state * count for state, count in zip(oxidation_states, counts, strict=True))
         if charge != 0:
             continue
-        try:
-            passes_pauling = pauling_test(oxidation_states, electronegativities)
-        except TypeError:  # an element without a Pauling electronegativity (noble gases)
-            passes_pauling = True
+        # The Pauling test orders electronegativities; an element without one (noble gases)
+        # cannot take part, so it is judged on the others.
+        tested = [
+            (state, eneg)
+            for state, eneg in zip(oxidation_states, electronegativities, strict=True)
+            if eneg is not None
+        ]
+        passes_pauling = not tested or pauling_test(
+            tuple(state for state, _ in tested), [eneg for _, eneg in tested]
+        )
         if passes_pauling:
             return True
     return False

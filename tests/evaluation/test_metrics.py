@@ -77,6 +77,11 @@ def test_compositions_that_cannot_balance_charge_are_invalid(formula):
     assert not is_compositionally_valid(Composition(formula))
 
 
+@pytest.mark.parametrize(("formula", "valid"), [("NaClAr", True), ("Na2ClHe", False)])
+def test_elements_without_smact_oxidation_states_count_as_neutral(formula, valid):
+    assert is_compositionally_valid(Composition(formula)) is valid
+
+
 def test_composition_validity_uses_the_reduced_formula():
     assert is_compositionally_valid(Composition("Na4Cl4"))
 
