@@ -12,7 +12,7 @@ STAMP := $(VENV)/.crystalforge-installed
 export OMP_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo demo-evaluate test test-slow lint format reference benchmark-novelty \
+.PHONY: install demo demo-mattergen demo-evaluate test test-slow lint format reference benchmark-novelty \
 	benchmark-prerelax benchmark-sampling benchmark-quality dataset clean
 
 install: $(STAMP)
@@ -31,6 +31,12 @@ demo: $(STAMP)
 	$(BIN)/crystalforge campaign run Li-Co-O --config configs/campaign/demo.yaml \
 		--store demo-store --campaign-id demo-Li-Co-O
 	$(BIN)/crystalforge results list --campaign demo-Li-Co-O --store demo-store
+
+# The same campaign with the shipped generative model as the generator.
+demo-mattergen: $(STAMP)
+	$(BIN)/crystalforge campaign run Li-Co-O --config configs/campaign/demo.yaml \
+		--generator mattergen --store demo-store --campaign-id demo-Li-Co-O-mattergen
+	$(BIN)/crystalforge results list --campaign demo-Li-Co-O-mattergen --store demo-store
 
 # S.U.N. evaluation of the bundled sample crystals (the foundation's demo).
 demo-evaluate: $(STAMP)

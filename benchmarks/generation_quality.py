@@ -14,7 +14,10 @@
    (``configs/evaluation/benchmark.yaml``), against the shipped reference set.
 4. ``report``: the two summaries side by side, plus distributions of elements, atoms per cell
    and space groups (spglib, symprec 0.1, of the as-generated structures) against the training
-   data. Written to ``benchmarks/results/generation_quality.{json,md}``.
+   data. Stability and S.U.N. are placed on one hull for both sets: the training set's own
+   CHGNet hull (``DATASET/hull.json.gz``, the hull that selected the training data), from the
+   relaxed CHGNet energies ``evaluate`` recorded. Written to
+   ``benchmarks/results/generation_quality.{json,md}``.
 
 Each stage skips work whose output already exists in ``--work``, so the benchmark resumes.
 The goal (issue 5): S.U.N. rate at least 2x RSS's, average RMSD at most 1/3 of RSS's.
@@ -28,6 +31,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse
+import gzip
 import json
 import platform
 import subprocess
@@ -183,6 +187,54 @@ def describe(structures: list[Structure]) -> dict[str, Any]:
     }
 
 
+def _true(value: Any) -> bool:
+    return str(value).strip().lower() == "true"
+
+
+def rescore(rows: pd.DataFrame, hull_path: Path, threshold: float = 0.1) -> dict[str, Any]:
+    """Stability and S.U.N. of evaluated rows on one saved hull (the training set's own),
+    from their relaxed MLFF energies: the same hull and arithmetic for every generator."""
+    from pymatgen.core import Composition
+
+    from evaluation.hull import EntryHullReference, UnknownElementError
+
+    with gzip.open(hull_path, "rt") as handle:
+        hull = EntryHullReference.from_dict(json.load(handle))
+    e_hull: list[float | None] = []
+    for formula, energy, level in zip(
+        rows["formula"], rows["energy_per_atom"], rows["level_of_theory"], strict=True
+    ):
+        if energy == "" or not level:
+            e_hull.append(None)
+            continue
+        try:
+            result = hull.e_above_hull(
+                Composition(formula), float(energy), level_of_theory=level, kind="total"
+            )
+            e_hull.append(result.e_above_hull)
+        except UnknownElementError:
+            e_hull.append(None)
+    unique_novel = [
+        _true(u) and _true(n) for u, n in zip(rows["unique"], rows["novel"], strict=True)
+    ]
+    stable = [e is not None and e < threshold for e in e_hull]
+    on_hull = [e is not None and e <= 0.0 for e in e_hull]
+    total = len(rows)
+    known = [e for e in e_hull if e is not None]
+    return {
+        "hull": hull.name,
+        "hull_entries": len(hull),
+        "n_with_e_hull": len(known),
+        "frac_stable": sum(stable) / total,
+        "frac_on_hull": sum(on_hull) / total,
+        "frac_sun": sum(s and u for s, u in zip(stable, unique_novel, strict=True)) / total,
+        "frac_sun_on_hull": sum(s and u for s, u in zip(on_hull, unique_novel, strict=True))
+        / total,
+        "avg_e_above_hull": float(np.mean(known)) if known else None,
+        "median_e_above_hull": float(np.median(known)) if known else None,
+    }
+
+
 def stage_report(work: Path, dataset: Path) -> dict[str, Any]:
     from evaluation.crystal_io import read_crystals
 
@@ -212,11 +264,16 @@ def stage_report(work: Path, dataset: Path) -> dict[str, Any]:
         )
         relax = Counter(rows["relax_status"])
         timing_file = work / f"{name}-timing.json"
+        scored = rescore(rows, dataset / "hull.json.gz")
+        # validity, uniqueness, novelty and RMSD from `evaluate`; stability on the one hull
+        summary = {**summary, **{k: v for k, v in scored.items() if k.startswith("frac_")}}
+        summary["avg_e_above_hull"] = scored["avg_e_above_hull"]
         report[name] = {
+            "evaluate_summary": json.loads((work / f"eval-{name}" / "summary.json").read_text()),
+            "training_set_hull": scored,
             "summary": summary,
             "distributions": shape,
             "relax_status": dict(relax),
-            "e_hull_le_0": int(sum(1 for v in rows["e_above_hull"] if v != "" and float(v) <= 0.0)),
             "generation": json.loads(timing_file.read_text()) if timing_file.exists() else {},
         }
     mg, rss = report["mattergen"]["summary"], report["rss"]["summary"]
@@ -296,6 +353,10 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| relaxation outcome, {name} | {status} | | |")
     goal = report["goal"]
     lines += [
+        "",
+        "Stability and S.U.N. on the training set's own CHGNet hull "
+        f"({mg['training_set_hull']['hull_entries']:,} CHGNet-relaxed compounds and CHGNet "
+        "elemental references); novelty against the shipped reference set.",
         "",
         f"S.U.N. ratio MatterGen/RSS: {_fmt(goal['sun_ratio'], 2)} (goal >= 2); "
         f"RMSD ratio: {_fmt(goal['rmsd_ratio'], 2)} (goal <= 0.33).",

@@ -76,6 +76,10 @@ class EvaluationSettings(BaseModel):
     hull_relax_fmax, hull_relax_steps
         The same for the reference compounds of MLFF hulls (default: as the samples). Energies
         cached by ``crystalforge data build`` at its settings are reused when these match.
+    hull_reference
+        A saved MLFF hull (``hull.json.gz`` of ``crystalforge data build``) to place MLFF
+        energies on instead of relaxing the reference set's compounds; its level of theory
+        must be the relaxing MLFF's.
     matcher
         StructureMatcher tolerances.
     """
@@ -90,6 +94,7 @@ class EvaluationSettings(BaseModel):
     relax_steps: int = Field(500, ge=1)
     hull_relax_fmax: float | None = Field(None, gt=0)
     hull_relax_steps: int | None = Field(None, ge=1)
+    hull_reference: str | None = None
     matcher: MatcherTolerances = Field(default_factory=MatcherTolerances)
 
     @classmethod
@@ -195,6 +200,9 @@ def _mlff_stability(
     compounds are relaxed with the same settings as the structures."""
     from evaluation.mlff_reference import mlff_e_above_hull
 
+    if settings.hull_reference:
+        _saved_hull_stability(judged, rows, Path(settings.hull_reference))
+        return
     results = mlff_e_above_hull(
         [
             (s, row.energy_per_atom, row.level_of_theory)
@@ -211,6 +219,39 @@ def _mlff_stability(
             row.hull_message = result
         else:
             _record_hull(row, result)
+
+
+def _saved_hull_stability(
+    judged: Sequence[Structure], rows: list[StructureEvaluation], path: Path
+) -> None:
+    """E_hull of MLFF energies on a saved hull of the same level (one hull, every system)."""
+    import gzip
+    import json
+
+    from evaluation.hull import EntryHullReference, LevelOfTheoryMismatch, UnknownElementError
+
+    try:
+        with gzip.open(path, "rt") if path.suffix == ".gz" else path.open() as handle:
+            hull = EntryHullReference.from_dict(json.load(handle))
+    except (OSError, ValueError, KeyError) as error:
+        raise CrystalInputError(f"hull reference {path}: {error}") from None
+    for structure, row in zip(judged, rows, strict=True):
+        if row.energy_per_atom is None or not row.level_of_theory:
+            row.hull_message = "no MLFF energy (relaxation failed)"
+            continue
+        try:
+            result = hull.e_above_hull(
+                structure.composition,
+                row.energy_per_atom,
+                level_of_theory=row.level_of_theory,
+                kind="total",
+            )
+        except UnknownElementError as error:
+            row.hull_message = str(error)
+            continue
+        except LevelOfTheoryMismatch as error:
+            raise CrystalInputError(str(error)) from None
+        _record_hull(row, result)
 
 
 def _record_hull(row: StructureEvaluation, result: Any) -> None:

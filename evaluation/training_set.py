@@ -324,13 +324,15 @@ class TrainingSetBuild:
     """The outcome of :func:`label_training_set`.
 
     ``records`` are the selected crystals, ``labels`` their labels by ``record.label``,
-    ``kept`` those below the E_hull cut (input geometries), ``report`` the counts and figures.
+    ``kept`` those below the E_hull cut (input geometries), ``report`` the counts and figures,
+    ``hull`` the training set's own hull (what ``crystalforge evaluate --hull-reference`` reads).
     """
 
     records: list[CrystalRecord]
     labels: dict[str, Label]
     kept: list[CrystalRecord]
     report: dict[str, Any]
+    hull: EntryHullReference
 
 
 def label_training_set(
@@ -416,11 +418,12 @@ def label_training_set(
         "machine": f"{platform.machine()}, Python {platform.python_version()}",
         "versions": {p: _version(p) for p in ("pymatgen", "chgnet", "torch", "ase")},
     }
-    return TrainingSetBuild(records=records, labels=labels, kept=kept, report=report)
+    return TrainingSetBuild(records=records, labels=labels, kept=kept, report=report, hull=hull)
 
 
 def write_build(build: TrainingSetBuild, out_dir: Path, split_of: dict[str, str]) -> None:
-    """Write ``labels.csv.gz`` (one row per selected crystal) and ``report.json``.
+    """Write ``labels.csv.gz`` (one row per selected crystal), ``hull.json.gz`` (the hull, total
+    energies at the labelling level) and ``report.json``.
 
     ``split_of`` maps the id of each crystal in the training tensors to ``train``/``val``.
     """
@@ -439,6 +442,8 @@ def write_build(build: TrainingSetBuild, out_dir: Path, split_of: dict[str, str]
         )
     with atomic_output(out_dir / "labels.csv.gz") as handle:  # gzipped, same bytes per build
         handle.write(text.getvalue())
+    with atomic_output(out_dir / "hull.json.gz") as handle:
+        json.dump(build.hull.to_dict(), handle)
     with atomic_output(out_dir / "report.json") as handle:
         json.dump(build.report, handle, indent=2, sort_keys=True, default=str)
 

@@ -118,10 +118,27 @@ def same_architecture(a: ModelConfig, b: ModelConfig) -> bool:
 RELEASE_KEYS = ("format", "config", "state_dict", "step", "history", "statistics", "torch_version")
 
 
-def export_checkpoint(source: str | Path, destination: str | Path, provenance: dict) -> Path:
+def export_checkpoint(
+    source: str | Path,
+    destination: str | Path,
+    provenance: dict,
+    diffusion: dict[str, int] | None = None,
+) -> Path:
     """Write ``source`` without its training state (optimizer, scheduler, RNG), adding
-    ``provenance`` (data, hardware, wall time); the result samples but cannot resume."""
+    ``provenance`` (data, hardware, wall time); the result samples but cannot resume.
+
+    ``diffusion`` may set sampling-only fields of the config (``sampling_steps``); anything
+    that would change the trained network is refused.
+    """
     payload = read_payload(source)
     released = {key: payload[key] for key in RELEASE_KEYS if key in payload}
+    unknown = set(diffusion or {}) - {"sampling_steps"}
+    if unknown:
+        raise ValueError(f"only sampling_steps can change at release, not {sorted(unknown)}")
+    if diffusion:
+        config = dict(released["config"])
+        config["diffusion"] = {**config["diffusion"], **diffusion}
+        ModelConfig.from_dict(config)  # still a valid config
+        released["config"] = config
     released["provenance"] = dict(provenance)
     return save_atomically(released, destination)

@@ -131,6 +131,10 @@ def evaluate(
     ] = None,
     fmax: Annotated[float | None, typer.Option(help="Relaxation force criterion (eV/Å).")] = None,
     steps: Annotated[int | None, typer.Option(help="Relaxation step budget.")] = None,
+    hull_reference: Annotated[
+        Path | None,
+        typer.Option(help="Saved MLFF hull (hull.json.gz of `data build`) for E_hull."),
+    ] = None,
 ) -> None:
     """Score crystals: validity, uniqueness, novelty, stability and S.U.N. rate."""
     from pydantic import ValidationError
@@ -148,6 +152,7 @@ def evaluate(
             "n_jobs": n_jobs,
             "relax_fmax": fmax,
             "relax_steps": steps,
+            "hull_reference": str(hull_reference) if hull_reference else None,
         }
         try:
             settings = EvaluationSettings.model_validate(

@@ -44,7 +44,7 @@ def plot_losses(history: list[dict[str, float]], path: Path) -> None:
     left.legend()
     for key in sorted(k for k in history[0] if k.startswith("train_") and k != "train_total"):
         right.plot(steps, [h[key] for h in history], label=key.removeprefix("train_"))
-    right.set(xlabel="step", ylabel="loss term", title="training terms", yscale="log")
+    right.set(xlabel="step", ylabel="loss term (unweighted)", title="training terms", yscale="log")
     right.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -191,6 +191,9 @@ def main() -> None:
     parser.add_argument("--name", default="crystalforge-small-v1")
     parser.add_argument("--out-dir", type=Path, default=CHECKPOINTS)
     parser.add_argument(
+        "--sampling-steps", type=int, default=None, help="default sampling steps of the release"
+    )
+    parser.add_argument(
         "--hardware", default=f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads"
     )
     args = parser.parse_args()
@@ -209,12 +212,14 @@ def main() -> None:
         "wall_seconds": float(run["wall_seconds"]),
         "hardware": str(run["hardware"]),
     }
-    export_checkpoint(args.run / "best.pt", checkpoint, provenance)
+    overrides = {"sampling_steps": args.sampling_steps} if args.sampling_steps else {}
+    export_checkpoint(args.run / "best.pt", checkpoint, provenance, diffusion=overrides)
     size_mb = checkpoint.stat().st_size / 1e6
     if size_mb > MAX_MEGABYTES:
         raise SystemExit(f"{checkpoint} is {size_mb:.1f} MB, above {MAX_MEGABYTES} MB")
     payload = read_payload(checkpoint)
-    plot_losses(payload["history"], args.out_dir / f"{args.name}-loss.png")
+    # the whole run (history.json), not the history stored with the best checkpoint
+    plot_losses(run["history"], args.out_dir / f"{args.name}-loss.png")
     quality = json.loads(args.quality.read_text()) if args.quality.exists() else None
     table_path = args.quality.with_suffix(".md")
     table = table_path.read_text() if quality and table_path.exists() else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 
@@ -186,3 +187,34 @@ def test_non_finite_mlff_energy_is_a_failed_label():
     result = RelaxResult("x", "ok", energy=math.nan, energy_per_atom=math.nan)
     label = training_set._label_of(result)
     assert (label.status, label.energy_per_atom, label.ok) == ("failed", None, False)
+
+
+def test_evaluate_places_mlff_energies_on_the_saved_training_set_hull(labelled, tmp_path):
+    from evaluation.evaluate import EvaluationSettings, evaluate
+    from evaluation.hull import EntryHullReference
+
+    build, settings, _, cache = labelled
+    write_build(build, tmp_path, {})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CRYSTALFORGE_CACHE", str(cache))
+        sample = CrystalRecord(_cscl("Cu", "Au", 3.05), "sample", "test")
+        evaluation = evaluate(
+            [sample],
+            [CrystalRecord(_rocksalt("Na", "Cl", 5.6), "ref", "test")],
+            EvaluationSettings(
+                relax="chgnet",
+                relax_fmax=settings.fmax,
+                relax_steps=settings.max_steps,
+                hull_reference=str(tmp_path / "hull.json.gz"),
+            ),
+        )
+    row = evaluation.rows[0]
+    with gzip.open(tmp_path / "hull.json.gz", "rt") as handle:
+        reloaded = EntryHullReference.from_dict(json.load(handle))
+    assert reloaded.name == build.hull.name and len(reloaded) == len(build.hull)
+    expected = build.hull.e_above_hull(
+        "CuAu", row.energy_per_atom, level_of_theory=row.level_of_theory, kind="total"
+    )
+    assert row.e_above_hull == pytest.approx(expected.e_above_hull, abs=1e-9)
+    # the same crystal as the labelled CsCl CuAu: on (or within meV of) the set's hull
+    assert row.e_above_hull == pytest.approx(build.labels["toy/set:cuau"].e_hull, abs=5e-3)
