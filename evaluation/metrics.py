@@ -59,34 +59,45 @@ def is_structurally_valid(
 
 @lru_cache(maxsize=4096)
 def _smact_valid_reduced(symbols: tuple[str, ...], counts: tuple[int, ...]) -> bool:
+    """Whether some assignment of the elements' oxidation states is neutral and passes
+    Pauling's test (every cation less electronegative than every anion).
+
+    SMACT enumerates every combination of states, which explodes for many-element
+    compositions (a 12-element sample has millions). The same question is answered exactly
+    here: an assignment passes Pauling's test iff some threshold separates the cations'
+    electronegativities (below) from the anions' (above). For each threshold between
+    consecutive electronegativities, elements below may only take states >= 0 and elements
+    above states <= 0, and whether a neutral choice exists is a subset-sum over the reachable
+    total charges.
+    """
     # Imported here: smact reads its data tables at import, which CLI start-up need not pay.
     import smact
-    from smact.screening import pauling_test
 
     if len(symbols) == 1:
         return True
     if all(symbol in smact.metals for symbol in symbols):
         return True  # alloys are valid compositions (CDVAE/MatterGen convention)
     elements = [smact.Element(symbol) for symbol in symbols]
-    electronegativities = [element.pauling_eneg for element in elements]
     # smact lists no oxidation states for He, Ne, Ar, Pm, At, Rn, Fr, Ra, Es and Fm: count them
-    # as neutral (a noble gas in a crystal is), not as a crash of the whole evaluation.
-    oxidation_state_sets = [element.oxidation_states or [0] for element in elements]
-    for oxidation_states in itertools.product(*oxidation_state_sets):
-        charge = sum(state * count for state, count in zip(oxidation_states, counts, strict=True))
-        if charge != 0:
-            continue
-        # The Pauling test orders electronegativities; an element without one (noble gases)
-        # cannot take part, so it is judged on the others.
-        tested = [
-            (state, eneg)
-            for state, eneg in zip(oxidation_states, electronegativities, strict=True)
-            if eneg is not None
-        ]
-        passes_pauling = not tested or pauling_test(
-            tuple(state for state, _ in tested), [eneg for _, eneg in tested]
-        )
-        if passes_pauling:
+    # as neutral (a noble gas in a crystal is); an element without an electronegativity sits
+    # out the Pauling test.
+    states = [tuple(element.oxidation_states or [0]) for element in elements]
+    enegs = [element.pauling_eneg for element in elements]
+    known = sorted({e for e in enegs if e is not None})
+    thresholds = [-math.inf, *((a + b) / 2 for a, b in itertools.pairwise(known)), math.inf]
+    for threshold in thresholds:
+        reachable = {0}
+        for element_states, eneg, count in zip(states, enegs, counts, strict=True):
+            if eneg is None:
+                allowed = element_states
+            elif eneg < threshold:
+                allowed = tuple(q for q in element_states if q >= 0)
+            else:
+                allowed = tuple(q for q in element_states if q <= 0)
+            reachable = {total + q * count for total in reachable for q in allowed}
+            if not reachable:
+                break
+        if 0 in reachable:
             return True
     return False
 

@@ -82,6 +82,48 @@ def test_elements_without_smact_oxidation_states_count_as_neutral(formula, valid
     assert is_compositionally_valid(Composition(formula)) is valid
 
 
+def _brute_force_smact(symbols, counts) -> bool:
+    """SMACT's own enumeration: every combination of states, then Pauling's test."""
+    import itertools
+
+    import smact
+    from smact.screening import pauling_test
+
+    if all(symbol in smact.metals for symbol in symbols):
+        return True  # the alloy convention both implementations share
+    elements = [smact.Element(symbol) for symbol in symbols]
+    for states in itertools.product(*[e.oxidation_states or [0] for e in elements]):
+        if sum(q * n for q, n in zip(states, counts, strict=True)) != 0:
+            continue
+        tested = [(q, e.pauling_eneg) for q, e in zip(states, elements, strict=True)]
+        tested = [(q, eneg) for q, eneg in tested if eneg is not None]
+        if not tested or pauling_test([q for q, _ in tested], [eneg for _, eneg in tested]):
+            return True
+    return False
+
+
+def test_charge_balance_by_thresholds_agrees_with_smacts_enumeration():
+    from evaluation.metrics import _smact_valid_reduced
+
+    pool = ["Li", "Na", "Mg", "Fe", "Co", "Mn", "Ti", "Ar", "H", "C", "N", "O", "F", "S", "P", "Cl"]
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        size = int(rng.integers(2, 5))
+        symbols = tuple(sorted(rng.choice(pool, size, replace=False).tolist()))
+        counts = tuple(int(c) for c in rng.integers(1, 5, size))
+        expected = _brute_force_smact(symbols, counts)
+        assert _smact_valid_reduced(symbols, counts) is expected, (symbols, counts)
+
+
+def test_many_element_compositions_are_judged_quickly():
+    import time
+
+    started = time.perf_counter()
+    formula = "RbAcCe2GdTlVCdGa2FeNiMoPPtPbAu2CO"  # 17 elements: ~10^11 state combinations
+    is_compositionally_valid(Composition(formula))
+    assert time.perf_counter() - started < 2.0
+
+
 def test_composition_validity_uses_the_reduced_formula():
     assert is_compositionally_valid(Composition("Na4Cl4"))
 
