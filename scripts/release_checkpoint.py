@@ -164,7 +164,8 @@ def model_card(
         "--out runs/dataset --jobs 2",
         f"crystalforge train --config configs/model/{config['name']}.yaml "
         f"--data runs/dataset/dataset.pt --out runs/{name} --max-steps {run['step']}",
-        f"python scripts/release_checkpoint.py --run runs/{name} --dataset runs/dataset",
+        f"python scripts/release_checkpoint.py --run runs/{name} --dataset runs/dataset "
+        f"--sampling-steps {diffusion['sampling_steps'] or diffusion['num_steps']}",
         "python benchmarks/generation_quality.py --dataset runs/dataset",
         "```",
         "",
