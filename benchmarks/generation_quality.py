@@ -313,20 +313,20 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def markdown(report: dict[str, Any]) -> str:
     """The side-by-side table of the model card and the results folder."""
     rows = [
-        ("structures evaluated", "n_structures", None),
-        ("valid (structure and composition)", "frac_valid", None),
-        ("unique", "frac_unique", None),
-        ("novel (vs shipped reference)", "frac_novel", None),
-        ("stable, E_hull < 0.1 eV/atom", "frac_stable", None),
-        ("on or below hull, E_hull <= 0", "frac_on_hull", None),
-        ("S.U.N. rate (E_hull < 0.1)", "frac_sun", None),
-        ("S.U.N. rate (E_hull <= 0)", "frac_sun_on_hull", None),
-        ("average E_hull, eV/atom", "avg_e_above_hull", None),
-        ("average RMSD to relaxed, Å", "avg_rmsd", None),
+        ("structures evaluated", "n_structures"),
+        ("valid (structure and composition)", "frac_valid"),
+        ("unique", "frac_unique"),
+        ("novel (vs shipped reference)", "frac_novel"),
+        ("stable, E_hull < 0.1 eV/atom", "frac_stable"),
+        ("on or below hull, E_hull <= 0", "frac_on_hull"),
+        ("S.U.N. rate (E_hull < 0.1)", "frac_sun"),
+        ("S.U.N. rate (E_hull <= 0)", "frac_sun_on_hull"),
+        ("average E_hull, eV/atom", "avg_e_above_hull"),
+        ("average RMSD to relaxed, Å", "avg_rmsd"),
     ]
     mg, rss = report["mattergen"], report["rss"]
     lines = ["| metric | MatterGen (shipped) | RSS | training data |", "|---|---|---|---|"]
-    for title, key, _ in rows:
+    for title, key in rows:
         lines.append(f"| {title} | {_fmt(mg['summary'][key])} | {_fmt(rss['summary'][key])} | |")
     for title, key in (
         ("P1 fraction (symprec 0.1)", "p1_fraction"),
@@ -348,9 +348,10 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {title} | {_fmt(mg['distributions'][key])} | "
             f"{_fmt(rss['distributions'][key])} | 0 |"
         )
-    for name, data in (("MatterGen", mg), ("RSS", rss)):
-        status = ", ".join(f"{k} {v}" for k, v in sorted(data["relax_status"].items()))
-        lines.append(f"| relaxation outcome, {name} | {status} | | |")
+    status = [
+        ", ".join(f"{k} {v}" for k, v in sorted(data["relax_status"].items())) for data in (mg, rss)
+    ]
+    lines.append(f"| CHGNet relaxation outcome | {status[0]} | {status[1]} | |")
     goal = report["goal"]
     lines += [
         "",
