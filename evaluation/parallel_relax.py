@@ -23,12 +23,34 @@ from evaluation.mlff import RelaxResult, load_calculator, relax_structures
 ChunkCallback = Callable[[list[int], list[RelaxResult]], None]
 
 
-def _init_worker() -> None:
+#: Address space one relaxation worker may use, as a share of physical memory split between
+#: the workers. A relaxation that blows up (a collapsing cell gives CHGNet a graph of millions
+#: of edges: one worker reached 23.5 GB and was killed by the kernel, taking the whole pool
+#: and an hour of results with it) then fails with MemoryError inside the worker, where it is
+#: recorded as that structure's failure.
+MEMORY_SHARE = 0.8
+
+
+def _memory_limit_bytes(n_jobs: int) -> int | None:
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system
+        return None
+    return int(total * MEMORY_SHARE / max(1, n_jobs))
+
+
+def _init_worker(memory_limit: int | None = None) -> None:
     # Each worker owns one core; torch would otherwise start one thread per core in every worker.
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
     torch.set_num_threads(1)
+    if memory_limit:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard == resource.RLIM_INFINITY or memory_limit < hard:
+            resource.setrlimit(resource.RLIMIT_AS, (memory_limit, hard))
 
 
 def _relax_chunk(structures: list[Structure], kwargs: dict[str, Any]) -> list[RelaxResult]:
@@ -91,7 +113,10 @@ def relax_parallel(
     else:
         # spawn: a forked torch process can deadlock on locks held by the parent's threads.
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(n_jobs, mp_context=context, initializer=_init_worker) as pool:
+        limit = _memory_limit_bytes(n_jobs)
+        with ProcessPoolExecutor(
+            n_jobs, mp_context=context, initializer=_init_worker, initargs=(limit,)
+        ) as pool:
             futures = {
                 pool.submit(_relax_chunk, [structures[i] for i in indices], kwargs): indices
                 for indices in chunks

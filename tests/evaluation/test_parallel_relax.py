@@ -76,3 +76,27 @@ def test_prefetched_hull_compounds_are_not_relaxed_again(tmp_path, monkeypatch):
         "Au-Cu", records, "chgnet", elemental_polymorphs=1, progress=False, **settings
     )
     assert len(hull) == 3
+
+
+def _allocate_in_limited_worker(limit: int) -> str:
+    from evaluation.parallel_relax import _init_worker
+
+    _init_worker(limit)
+    try:
+        bytearray(2 * limit)  # what a relaxation blowing up asks for
+    except MemoryError:
+        return "MemoryError"
+    return "allocated"
+
+
+def test_a_worker_that_asks_for_too_much_memory_gets_a_memory_error_not_the_kernels_kill():
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from evaluation.parallel_relax import _memory_limit_bytes
+
+    assert 0 < _memory_limit_bytes(2) < _memory_limit_bytes(1)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        outcome = pool.submit(_allocate_in_limited_worker, 4 * 1024**3).result()
+    assert outcome == "MemoryError"
