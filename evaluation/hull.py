@@ -284,12 +284,15 @@ class HullReference(ABC):
             e_form = self.formation_energy_per_atom(comp, energy_per_atom)
         else:
             raise ValueError(f"kind must be 'formation' or 'total', got {kind!r}")
-        diagram = self.phase_diagram(comp)
-        decomp, hull_energy = diagram.get_decomp_and_hull_energy_per_atom(comp)
         decomposition: dict[str, float] = {}
-        for entry, amount in decomp.items():
-            key = entry.composition.reduced_formula
-            decomposition[key] = decomposition.get(key, 0.0) + float(amount)
+        if len(comp.elements) > MAX_PHASE_DIAGRAM_ELEMENTS:
+            hull_energy, decomposition = self._linear_program_hull(comp)
+        else:
+            diagram = self.phase_diagram(comp)
+            decomp, hull_energy = diagram.get_decomp_and_hull_energy_per_atom(comp)
+            for entry, amount in decomp.items():
+                key = entry.composition.reduced_formula
+                decomposition[key] = decomposition.get(key, 0.0) + float(amount)
         return HullResult(
             formula=comp.reduced_formula,
             chemsys=comp.chemical_system,
@@ -303,6 +306,41 @@ class HullReference(ABC):
             reference_correction=self.correction,
             correction_mismatch=mismatch,
         )
+
+    def _linear_program_hull(self, comp: Composition) -> tuple[float, dict[str, float]]:
+        """Hull energy per atom at ``comp`` as a linear program, for many-element systems.
+
+        The lower convex hull at a composition is the cheapest mix of reference phases with
+        that composition: minimise sum_j x_j e_j (formation energies per atom) subject to
+        sum_j x_j c_j = c and x >= 0 (atomic fractions c). Exact in any dimension, where
+        qhull over every subsystem of a 10-element system does not finish.
+        """
+        from scipy.optimize import linprog
+
+        elements = sorted(chemsys_elements(comp))
+        self._check_elements(frozenset(elements))
+        entries = [PDEntry(Composition({el: 1}), 0.0, name=el) for el in elements]
+        for size in range(2, len(elements) + 1):
+            for subset in itertools.combinations(elements, size):
+                entries.extend(self._entries_of(frozenset(subset)))
+        fractions = np.array(
+            [[e.composition.get_atomic_fraction(el) for e in entries] for el in elements]
+        )
+        target = np.array([comp.get_atomic_fraction(el) for el in elements])
+        energies = np.array([e.energy_per_atom for e in entries])
+        result = linprog(energies, A_eq=fractions, b_eq=target, bounds=(0, None), method="highs")
+        if not result.success:
+            raise ValueError(f"no hull at {comp.reduced_formula}: {result.message}")
+        decomposition: dict[str, float] = {}
+        for entry, amount in zip(entries, result.x, strict=True):
+            if amount > 1e-9:
+                key = entry.composition.reduced_formula
+                decomposition[key] = decomposition.get(key, 0.0) + float(amount)
+        return float(result.fun), decomposition
+
+
+#: Above this many elements, E_hull comes from a linear program instead of a PhaseDiagram.
+MAX_PHASE_DIAGRAM_ELEMENTS = 6
 
 
 class CompositionHullReference(HullReference):

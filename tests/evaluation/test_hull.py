@@ -7,6 +7,7 @@ import json
 import time
 import warnings
 
+import numpy as np
 import pytest
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition
@@ -240,3 +241,31 @@ def test_entry_level_is_checked(mp_ref, mp_style_feo_entry) -> None:
     )
     result = entry_e_above_hull(entry, ours)
     assert result.e_above_hull == pytest.approx(-60.0 / 8 - (-1.4 + (-8.3 - 4.9) / 2))
+
+
+def test_linear_program_hull_agrees_with_the_phase_diagram(monkeypatch):
+    import evaluation.hull as hull_module
+    from evaluation.hull import EntryHullReference
+
+    rng = np.random.default_rng(3)
+    elements = ["Li", "Co", "O", "Mn"]
+    mu = {el: float(-rng.uniform(1, 5)) for el in elements}
+    entries = []
+    for _ in range(40):
+        counts = rng.integers(0, 4, len(elements))
+        if counts.sum() < 2 or (counts > 0).sum() < 2:
+            continue
+        comp = Composition({el: int(n) for el, n in zip(elements, counts, strict=True) if n})
+        e_form = float(rng.uniform(-1.5, 0.3))
+        total = comp.num_atoms * e_form + sum(n * mu[el.symbol] for el, n in comp.items())
+        entries.append((comp, total))
+    reference = EntryHullReference(entries, mu, level_of_theory="mlff:test")
+    queries = ["LiCoO2", "Li2MnO3", "LiCoMnO4", "Co3O4", "LiMn2CoO5"]
+    by_diagram = [
+        reference.e_above_hull(q, -0.5, level_of_theory="mlff:test").e_above_hull for q in queries
+    ]
+    monkeypatch.setattr(hull_module, "MAX_PHASE_DIAGRAM_ELEMENTS", 1)
+    by_program = [
+        reference.e_above_hull(q, -0.5, level_of_theory="mlff:test").e_above_hull for q in queries
+    ]
+    assert by_program == pytest.approx(by_diagram, abs=1e-7)
