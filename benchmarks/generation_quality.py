@@ -31,7 +31,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse
-import gzip
 import json
 import platform
 import subprocess
@@ -198,8 +197,7 @@ def rescore(rows: pd.DataFrame, hull_path: Path, threshold: float = 0.1) -> dict
 
     from evaluation.hull import EntryHullReference, UnknownElementError
 
-    with gzip.open(hull_path, "rt") as handle:
-        hull = EntryHullReference.from_dict(json.load(handle))
+    hull = EntryHullReference.load(hull_path)
     e_hull: list[float | None] = []
     for formula, energy, level in zip(
         rows["formula"], rows["energy_per_atom"], rows["level_of_theory"], strict=True

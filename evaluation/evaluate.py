@@ -225,14 +225,10 @@ def _saved_hull_stability(
     judged: Sequence[Structure], rows: list[StructureEvaluation], path: Path
 ) -> None:
     """E_hull of MLFF energies on a saved hull of the same level (one hull, every system)."""
-    import gzip
-    import json
-
     from evaluation.hull import EntryHullReference, LevelOfTheoryMismatch, UnknownElementError
 
     try:
-        with gzip.open(path, "rt") if path.suffix == ".gz" else path.open() as handle:
-            hull = EntryHullReference.from_dict(json.load(handle))
+        hull = EntryHullReference.load(path)
     except (OSError, ValueError, KeyError) as error:
         raise CrystalInputError(f"hull reference {path}: {error}") from None
     for structure, row in zip(judged, rows, strict=True):

@@ -500,6 +500,20 @@ class EntryHullReference(HullReference):
             "name": self.name,
         }
 
+    def save(self, path: str | Path) -> None:
+        """Write :meth:`to_dict` as JSON (gzipped for a ``.gz`` name), atomically."""
+        from evaluation.crystal_io import atomic_output
+
+        with atomic_output(path) as handle:
+            json.dump(self.to_dict(), handle)
+
+    @classmethod
+    def load(cls, path: str | Path) -> EntryHullReference:
+        """Read a hull written by :meth:`save`."""
+        path = Path(path)
+        with gzip.open(path, "rt") if path.suffix == ".gz" else path.open() as handle:
+            return cls.from_dict(json.load(handle))
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EntryHullReference:
         """Inverse of :meth:`to_dict`."""

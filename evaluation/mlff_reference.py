@@ -218,8 +218,6 @@ def prefetch_reference_energies(
     """Relax, in ``n_jobs`` processes, every hull compound of ``chemsystems`` not yet in the
     energy cache (what :func:`mlff_hull_reference` would relax one system at a time); returns
     how many were relaxed."""
-    from evaluation.parallel_relax import relax_parallel
-
     _, tag = load_calculator(model)
     path = energy_cache_path(tag)
     cached = read_energy_cache(path)
@@ -229,29 +227,56 @@ def prefetch_reference_energies(
             key = energy_key(record.structure, fmax, max_steps)
             if key not in cached:
                 todo.setdefault(key, record)
-    if not todo:
-        return 0
+    _relax_into_cache(path, todo, model, fmax, max_steps, n_jobs=n_jobs)
+    return len(todo)
+
+
+def _relax_into_cache(
+    path: Path,
+    todo: dict[str, CrystalRecord],
+    model: str,
+    fmax: float,
+    max_steps: int,
+    *,
+    n_jobs: int = 1,
+    device: str = "cpu",
+    progress: bool = False,
+) -> list[dict]:
+    """Relax the records of ``todo`` (cache key -> record) and append their rows to the
+    energy cache at ``path`` as they finish; returns the rows."""
+    from evaluation.parallel_relax import relax_parallel
+
     keys = list(todo)
+    structures = [todo[k].structure for k in keys]
+    rows: list[dict] = []
 
     def persist(indices: list[int], results: list) -> None:
-        append_energy_rows(
-            path,
-            [
-                energy_row(keys[i], todo[keys[i]], res.energy, res.status, res.reason)
-                for i, res in zip(indices, results, strict=True)
-            ],
-        )
+        new = [
+            energy_row(keys[i], todo[keys[i]], res.energy, res.status, res.reason)
+            for i, res in zip(indices, results, strict=True)
+        ]
+        append_energy_rows(path, new)
+        rows.extend(new)
 
-    relax_parallel(
-        [todo[k].structure for k in keys],
-        model,
-        fmax,
-        max_steps,
-        n_jobs=n_jobs,
-        on_chunk=persist,
-        desc="hull compounds",
-    )
-    return len(keys)
+    if not keys:
+        return rows
+    if n_jobs > 1:
+        relax_parallel(
+            structures,
+            model,
+            fmax,
+            max_steps,
+            n_jobs=n_jobs,
+            on_chunk=persist,
+            progress=progress,
+            desc="hull compounds",
+        )
+    else:
+        results = relax_structures(
+            structures, model, fmax, max_steps, True, device=device, progress=progress
+        )
+        persist(list(range(len(keys))), results)
+    return rows
 
 
 def mlff_hull_reference(
@@ -295,17 +320,11 @@ def mlff_hull_reference(
     cache_path = energy_cache_path(tag)
     cached = read_energy_cache(cache_path)
     keys = [energy_key(r.structure, fmax, max_steps) for r in records]
-    todo = [(k, r) for k, r in zip(keys, records, strict=True) if k not in cached]
-    if todo:
-        results = relax_structures(
-            [r for _, r in todo], model, fmax, max_steps, True, device=device, progress=progress
-        )
-        rows = [
-            energy_row(key, record, res.energy, res.status, res.reason)
-            for (key, record), res in zip(todo, results, strict=True)
-        ]
-        append_energy_rows(cache_path, rows)
-        cached.update((row["key"], row) for row in rows)
+    todo = {k: r for k, r in zip(keys, records, strict=True) if k not in cached}
+    rows = _relax_into_cache(
+        cache_path, todo, model, fmax, max_steps, device=device, progress=progress
+    )
+    cached.update((row["key"], row) for row in rows)
     entries = []
     for key, record in zip(keys, records, strict=True):
         row = cached[key]

@@ -442,8 +442,7 @@ def write_build(build: TrainingSetBuild, out_dir: Path, split_of: dict[str, str]
         )
     with atomic_output(out_dir / "labels.csv.gz") as handle:  # gzipped, same bytes per build
         handle.write(text.getvalue())
-    with atomic_output(out_dir / "hull.json.gz") as handle:
-        json.dump(build.hull.to_dict(), handle)
+    build.hull.save(out_dir / "hull.json.gz")
     with atomic_output(out_dir / "report.json") as handle:
         json.dump(build.report, handle, indent=2, sort_keys=True, default=str)
 
