@@ -7,12 +7,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.crystalforge-installed
+GPAW_STAMP := $(VENV)/.gpaw-installed
 # MLFFs on small machines: one thread per process is 4-8x faster than oversubscription;
 # matgl/huggingface must never wait on a download.
 export OMP_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo demo-mattergen demo-evaluate test test-slow lint format reference benchmark-novelty \
+.PHONY: install install-gpaw demo demo-mattergen demo-evaluate test test-slow lint format reference benchmark-novelty \
 	benchmark-prerelax benchmark-sampling benchmark-quality dataset clean
 
 install: $(STAMP)
@@ -24,6 +25,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,matgl]"
 	touch $(STAMP)
+
+# GPAW (the DFT engine that runs anywhere) builds from source against libxc/BLAS/FFTW
+# headers; the script apt-installs them on Debian when it can.
+install-gpaw: $(GPAW_STAMP)
+
+$(GPAW_STAMP): $(STAMP) scripts/install_gpaw.sh
+	scripts/install_gpaw.sh $(BIN)/python
+	touch $(GPAW_STAMP)
 
 # Li-Co-O, random structure search, 64 candidates, top 8 -> results in demo-store/.
 # Running it again resumes the same campaign: finished jobs are reused.
@@ -42,7 +51,7 @@ demo-mattergen: $(STAMP)
 demo-evaluate: $(STAMP)
 	$(BIN)/crystalforge evaluate data/samples/demo_samples.extxyz --relax chgnet --output demo-output
 
-test: $(STAMP)
+test: $(STAMP) $(GPAW_STAMP)
 	$(BIN)/python -m pytest
 
 test-slow: $(STAMP)

@@ -457,13 +457,10 @@ def _relax_one(
         opt.attach(observe, interval=1)
         converged = bool(opt.run(fmax=fmax, steps=max_steps))
         _check_step(atoms, e0, v0, criteria)  # the final state, whatever the optimizer did
-    except _ExplodedError as exc:
-        result.status, result.reason = "exploded", str(exc)
-    except Exception as exc:  # one structure's failure never stops the batch
-        result.reason = f"{type(exc).__name__}: {exc}"
-    else:
+        # built inside the try: a cell gone numerically wild can fail here too (numpy raised
+        # SystemError wrapping the fractional coordinates of one such structure)
         energy = float(atoms.get_potential_energy())
-        result.structure = Structure(
+        relaxed = Structure(
             Lattice(atoms.cell[:]),
             structure.species,
             atoms.positions,
@@ -471,8 +468,15 @@ def _relax_one(
             to_unit_cell=True,
             site_properties=structure.site_properties or None,
         )
+        max_force = float(np.linalg.norm(atoms.get_forces(), axis=1).max())
+    except _ExplodedError as exc:
+        result.status, result.reason = "exploded", str(exc)
+    except Exception as exc:  # one structure's failure never stops the batch
+        result.reason = f"{type(exc).__name__}: {exc}"
+    else:
+        result.structure = relaxed
         result.energy, result.energy_per_atom = energy, energy / len(atoms)
-        result.max_force = float(np.linalg.norm(atoms.get_forces(), axis=1).max())
+        result.max_force = max_force
         result.n_steps, result.converged = int(opt.nsteps), converged
         result.status = "ok" if converged else "not_converged"
         if not converged:

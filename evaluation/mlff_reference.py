@@ -53,7 +53,7 @@ def _model_cache_dir(tag: str) -> Path:
 
 
 @lru_cache(maxsize=2)
-def _element_polymorphs(path: str) -> dict[str, list[tuple[float, dict]]]:
+def element_polymorphs(path: str) -> dict[str, list[tuple[float, dict]]]:
     """element -> [(MP energy per atom, structure dict)], lowest MP energy first."""
     with gzip.open(path, "rt") as handle:
         raw = json.load(handle)
@@ -65,7 +65,7 @@ def _element_polymorphs(path: str) -> dict[str, list[tuple[float, dict]]]:
 
 def reference_elements() -> frozenset[str]:
     """Elements with MP polymorphs to compute an MLFF elemental reference from."""
-    return frozenset(_element_polymorphs(str(reference_dir() / ELEMENT_REFS_FILE)))
+    return frozenset(element_polymorphs(str(reference_dir() / ELEMENT_REFS_FILE)))
 
 
 def mlff_elemental_energies(
@@ -89,7 +89,7 @@ def mlff_elemental_energies(
     ``cache_dir()/mlff/<model>/elements.json``, keyed by element, structure hash and settings.
     """
     _, tag = load_calculator(model, device)
-    polymorphs = _element_polymorphs(str(reference_dir() / ELEMENT_REFS_FILE))
+    polymorphs = element_polymorphs(str(reference_dir() / ELEMENT_REFS_FILE))
     cache_path = _model_cache_dir(tag) / "elements.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     entries: dict[str, dict] = cache.get("polymorphs", {})

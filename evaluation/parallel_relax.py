@@ -57,6 +57,12 @@ def _relax_chunk(structures: list[Structure], kwargs: dict[str, Any]) -> list[Re
     return relax_structures(structures, progress=False, **kwargs)
 
 
+def _failed_chunk(indices: list[int], error: BaseException) -> list[RelaxResult]:
+    """Failures for a chunk whose worker raised or died (labels as ``relax_structures``'s)."""
+    reason = f"relaxation worker failed: {type(error).__name__}: {error}"
+    return [RelaxResult(label=f"#{i}", status="failed", reason=reason) for i in indices]
+
+
 def relax_parallel(
     structures: Sequence[Structure],
     model: str = "chgnet",
@@ -122,6 +128,11 @@ def relax_parallel(
                 for indices in chunks
             }
             for future in as_completed(futures):
-                deliver(futures[future], future.result())
+                indices = futures[future]
+                try:
+                    chunk_results = future.result()
+                except Exception as error:  # a worker that died or raised: fail its chunk only
+                    chunk_results = _failed_chunk(indices, error)
+                deliver(indices, chunk_results)
     bar.close()
     return [r for r in results if r is not None]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from jobflow import Flow, Job, Maker
 
 from evaluation.metrics import STABILITY_THRESHOLD
+from flows.dft.stage import DFTStageMaker
 from flows.generate import RSSGeneratorMaker
 from flows.relax import MLFFRelaxMaker, stable_uuid
 from flows.scoring import (
@@ -45,8 +46,9 @@ class CampaignMaker(Maker):
     prerelax
         The pre-relaxation MLFF stage (CHGNet by default).
     final
-        The final-stage engine; for now a second, more accurate MLFF (SevenNet ``7net-l3i5``).
-        Its energies get their own hull at their own level of theory.
+        The final-stage engine: a second, more accurate MLFF (SevenNet ``7net-l3i5``) or a
+        :class:`~flows.dft.stage.DFTStageMaker` (GPAW, VASP). Its energies get their own hull
+        at their own level of theory.
     n_candidates, top_k
         Candidates to generate; how many go to the final stage (paper: K = 100).
     reference_path
@@ -56,7 +58,7 @@ class CampaignMaker(Maker):
     name: str = "campaign"
     generator: Maker = field(default_factory=RSSGeneratorMaker)
     prerelax: MLFFRelaxMaker = field(default_factory=lambda: MLFFRelaxMaker(name="prerelax"))
-    final: MLFFRelaxMaker = field(
+    final: MLFFRelaxMaker | DFTStageMaker = field(
         default_factory=lambda: MLFFRelaxMaker(name="final", model="7net-l3i5")
     )
     n_candidates: int = 64
@@ -104,7 +106,11 @@ class CampaignMaker(Maker):
             campaign_id,
             "final",
         )
-        final_reference = self._hull_reference(chemsys, self.final.model)
+        if isinstance(self.final, DFTStageMaker):
+            final.config.expose_store = True  # a resumed stage skips finished candidates
+            final_reference = self.final.hull_reference_job(chemsys, self.reference_path)
+        else:
+            final_reference = self._hull_reference(chemsys, self.final.model)
         final_hull = _named(
             final_hull_stage(final.output, selected.output, final_reference.output),
             campaign_id,

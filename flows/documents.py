@@ -28,6 +28,11 @@ class StageResult(BaseModel):
     hull_message: str = ""
     rmsd: float | None = Field(None, description="Eq. D47 RMSD to this stage's input (Å)")
     n_steps: int = 0
+    dft_status: str | None = Field(None, description="DFT stages: ok | partial | failed")
+    properties: dict[str, Any] = Field(
+        default_factory=dict,
+        description="DFT stages: band_gap (eV), is_gap_direct, bulk/shear_modulus_vrh (GPa)",
+    )
 
 
 class CandidateDoc(BaseModel):

@@ -37,16 +37,24 @@ def stable_uuid(*parts: str) -> str:
     return str(uuid5(NAMESPACE_URL, "crystalforge:" + "/".join(parts)))
 
 
-def _finished_output() -> dict[str, Any] | None:
-    """This job's output if an earlier run of the same job id stored it, else ``None``."""
+def stored_output(uuid: str | None = None) -> Any | None:
+    """The output a finished job with id ``uuid`` (default: the running job) left in the store.
+
+    Needs the running job's ``config.expose_store``; ``None`` when there is no such output.
+    A rebuilt campaign graph has the same job ids, so this is how a resumed job skips work
+    that an earlier, interrupted run already finished.
+    """
     from jobflow import CURRENT_JOB
 
     if CURRENT_JOB.store is None or CURRENT_JOB.job is None:
         return None
-    document = CURRENT_JOB.store.query_one(
-        {"uuid": CURRENT_JOB.job.uuid, "index": CURRENT_JOB.job.index}, load=True
-    )
-    return document["output"] if document and document.get("output") else None
+    query = {"uuid": uuid or CURRENT_JOB.job.uuid}
+    documents = list(CURRENT_JOB.store.query(query, properties=["index"]))
+    if not documents:
+        return None
+    query["index"] = max(d["index"] for d in documents)
+    document = CURRENT_JOB.store.query_one(query, load=True)
+    return document["output"] if document and document.get("output") is not None else None
 
 
 @job(data="trajectories")
@@ -55,10 +63,10 @@ def relax_shard(
 ) -> dict[str, Any]:
     """Relax one shard with one MLFF; returns per-candidate stage results and timings.
 
-    Each candidate is relaxed from its ``input_structure`` (attached by ``_with_inputs``: the
-    previous stage's relaxed structure, else the generated one).
+    Each candidate is relaxed from its ``input_structure`` (attached by
+    ``with_input_structures``: the previous stage's relaxed structure, else the generated one).
     """
-    finished = _finished_output()
+    finished = stored_output()
     if finished is not None:  # a resumed campaign: this shard already ran to completion
         return finished
     started = time.perf_counter()
@@ -101,8 +109,14 @@ def merge_shards(shards: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _with_inputs(candidates: list[Candidate], previous: dict[str, Any] | None) -> list[Candidate]:
-    """Attach each candidate's input structure: the previous stage's, else the generated one."""
+def with_input_structures(
+    candidates: list[Candidate], previous: dict[str, Any] | None, only: list[str] | None = None
+) -> list[Candidate]:
+    """The candidates a stage works on (``only`` these ids, if given), each with its input
+    structure attached: the previous stage's relaxed one, else the generated one."""
+    if only is not None:
+        wanted = set(only)
+        candidates = [c for c in candidates if c["candidate_id"] in wanted]
     relaxed = {}
     if previous is not None:
         relaxed = {r["candidate_id"]: r["structure"] for r in previous["results"] if r["structure"]}
@@ -146,10 +160,7 @@ class MLFFRelaxMaker(Maker):
         ``previous`` is an earlier stage's output whose relaxed structures are the inputs here;
         ``only`` restricts the stage to these candidate ids (the selected top-K).
         """
-        if only is not None:
-            wanted = set(only)
-            candidates = [c for c in candidates if c["candidate_id"] in wanted]
-        ready = _with_inputs(candidates, previous)
+        ready = with_input_structures(candidates, previous, only)
         shards = []
         for number, start in enumerate(range(0, max(len(ready), 1), self.shard_size)):
             shard = relax_shard(

@@ -277,6 +277,8 @@ STAGE_FIELDS = (
     "hull_message",
     "rmsd",
     "n_steps",
+    "dft_status",
+    "properties",
 )
 
 

@@ -17,6 +17,9 @@ from jobflow import Flow, run_locally
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flows.campaign import CampaignMaker
+from flows.dft import check_engine, tasks_maker
+from flows.dft.schema import properties_to_tasks
+from flows.dft.stage import DFTStageMaker
 from flows.documents import CampaignDoc, CandidateDoc
 from flows.generate import GENERATORS
 from flows.generators.chemsys import parse_chemsys, require_arity
@@ -24,7 +27,7 @@ from flows.generators.mattergen import check_checkpoint
 from flows.relax import MLFFRelaxMaker
 from pipeline.store import ResultsStore
 
-ENGINES = ("mlff",)
+ENGINES = ("mlff", "gpaw", "vasp")
 
 
 class CampaignConfig(BaseModel):
@@ -52,6 +55,15 @@ class CampaignConfig(BaseModel):
     model_steps: int | None = Field(None, ge=1, description="sampling steps T for 'mattergen'")
     stability_threshold: float = 0.1
     require_charge_balance: bool = False
+    properties: list[str] = Field(
+        default_factory=list, description="DFT properties of the top-K: band_gap, bulk_modulus"
+    )
+    dft_settings: dict[str, Any] = Field(
+        default_factory=dict, description="GPAW input-set overrides (flows.dft.gpaw_settings)"
+    )
+    vasp_hull_entries: str | None = Field(
+        None, description="MP2020-compatible DFT entries (JSON) for the vasp engine's hull"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> CampaignConfig:
@@ -61,6 +73,11 @@ class CampaignConfig(BaseModel):
             )
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {list(ENGINES)}, got {self.engine!r}")
+        if self.properties and self.engine == "mlff":
+            raise ValueError("--properties needs a DFT engine (--engine gpaw or vasp)")
+        properties_to_tasks(self.properties)  # unknown names fail here, not on a worker
+        if self.engine != "mlff":
+            tasks_maker(self.engine, ("relax",), self.dft_settings)  # bad settings fail here
         if self.generator == "file" and not self.input:
             raise ValueError("the file generator needs input (a crystal file)")
         if self.top_k > self.num_candidates:
@@ -91,19 +108,26 @@ class CampaignConfig(BaseModel):
                 max_steps=self.max_steps,
                 shard_size=self.shard_size,
             ),
-            final=MLFFRelaxMaker(
-                name="final",
-                model=self.final_model,
-                fmax=self.final_fmax,
-                max_steps=self.final_max_steps,
-                shard_size=self.shard_size,
-            ),
+            final=self._final_stage(),
             n_candidates=self.num_candidates,
             top_k=self.top_k,
             reference_path=self.reference,
             stability_threshold=self.stability_threshold,
             require_charge_balance=self.require_charge_balance,
         )
+
+    def _final_stage(self) -> MLFFRelaxMaker | DFTStageMaker:
+        """The final stage on this config's engine."""
+        if self.engine == "mlff":
+            return MLFFRelaxMaker(
+                name="final",
+                model=self.final_model,
+                fmax=self.final_fmax,
+                max_steps=self.final_max_steps,
+                shard_size=self.shard_size,
+            )
+        maker = tasks_maker(self.engine, properties_to_tasks(self.properties), self.dft_settings)
+        return DFTStageMaker(tasks_maker=maker, hull_entries=self.vasp_hull_entries)
 
 
 def _now() -> str:
@@ -144,11 +168,15 @@ def run_campaign(
     ValueError
         For a malformed chemical system or one the generator cannot use, or a mattergen
         checkpoint that is missing or unreadable.
+    DFTUnavailable
+        When the DFT engine's code cannot run here.
     """
     elements = parse_chemsys(chemsys)
     require_arity(elements, 2, config.generator)
     if config.generator == "mattergen":  # fail now, not when the generate job runs
         check_checkpoint(config.checkpoint)
+    if config.engine != "mlff":  # fail now, in one line, if the DFT code cannot run here
+        check_engine(config.engine)
     system = "-".join(elements)
     campaign_id = campaign_id or f"{system}-{config.generator}-{int(time.time())}"
     existing = store.campaign(campaign_id)

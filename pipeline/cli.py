@@ -78,8 +78,9 @@ def _bad_input_errors() -> tuple[type[Exception], ...]:
     from evaluation.hull import LevelOfTheoryMismatch
     from evaluation.mlff import MLFFUnavailable
     from evaluation.records import CrystalInputError
+    from flows.dft.schema import DFTUnavailable
 
-    return (CrystalInputError, LevelOfTheoryMismatch, MLFFUnavailable)
+    return (CrystalInputError, LevelOfTheoryMismatch, MLFFUnavailable, DFTUnavailable)
 
 
 def _read(path: Path):
@@ -306,7 +307,13 @@ def campaign_run(
     ] = None,
     num_candidates: Annotated[int | None, typer.Option(help="Candidates to generate.")] = None,
     top_k: Annotated[int | None, typer.Option(help="Candidates sent to the final stage.")] = None,
-    engine: Annotated[str | None, typer.Option(help="Final-stage engine: mlff.")] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="Final-stage engine: mlff, gpaw (DFT) or vasp (DFT).")
+    ] = None,
+    properties: Annotated[
+        str | None,
+        typer.Option(help="DFT properties of the top-K, comma-separated: band_gap,bulk_modulus."),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(help="Campaign YAML (e.g. configs/campaign/demo.yaml).")
     ] = None,
@@ -347,6 +354,9 @@ def campaign_run(
         "input": str(input_file) if input_file else None,
         "checkpoint": str(checkpoint) if checkpoint else None,
         "model_steps": model_steps,
+        "properties": [p.strip() for p in properties.split(",") if p.strip()]
+        if properties
+        else None,
     }
     try:
         settings = CampaignConfig.model_validate(
@@ -528,3 +538,8 @@ def main() -> None:  # pragma: no cover - console entry point is ``app``
 from pipeline.model_cli import register as _register_model_commands  # noqa: E402
 
 _register_model_commands(app, data_app)
+
+# ``crystalforge dft run`` lives in its own module too.
+from pipeline.dft_cli import register as _register_dft_commands  # noqa: E402
+
+_register_dft_commands(app)

@@ -41,6 +41,16 @@ def test_a_bad_crystal_is_a_recorded_failure_not_an_error():
     assert [r.ok for r in results] == [False, True]
 
 
+def test_a_chunk_whose_worker_raises_fails_alone_and_the_run_goes_on():
+    # a non-structure makes relax_structures itself raise inside the worker, the way an
+    # unforeseen numpy error did in a 1,022-sample evaluation (and took all of it down)
+    items = [_crystals()[0], "not a crystal", _crystals()[1]]
+    results = relax_parallel(items, "chgnet", 0.1, 20, n_jobs=2, chunk_size=1, progress=False)
+    assert [r.ok for r in results] == [True, False, True]
+    assert results[1].reason.startswith("relaxation worker failed: TypeError")
+    assert results[1].label == "#1"
+
+
 def test_n_jobs_must_be_positive():
     with pytest.raises(ValueError, match="n_jobs"):
         relax_parallel(_crystals(), n_jobs=0)
