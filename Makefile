@@ -14,7 +14,7 @@ export OMP_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 
 .PHONY: install install-gpaw demo demo-mattergen demo-evaluate test test-slow lint format reference benchmark-novelty \
-	benchmark-prerelax benchmark-sampling benchmark-quality dataset clean
+	benchmark-prerelax benchmark-sampling benchmark-quality benchmark-dft dataset clean
 
 install: $(STAMP)
 
@@ -84,6 +84,9 @@ dataset: $(STAMP)
 	$(BIN)/crystalforge data build $(addprefix $(SHARED_STRUCTURES)/,lemat/mp lemat/alexandria \
 		lemat/jarvis lemat_bulk/seed_42 lemat_bulk/seed_123 lemat_bulk/seed_456 \
 		lemat_bulk/seed_789 perov_5/val.csv carbon_24/val.csv) --out runs/dataset --jobs 2
+
+benchmark-dft: $(GPAW_STAMP)
+	$(BIN)/python benchmarks/dft.py
 
 benchmark-quality: $(STAMP)
 	$(BIN)/python benchmarks/generation_quality.py --dataset runs/dataset --jobs 2

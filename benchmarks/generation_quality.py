@@ -186,6 +186,47 @@ def describe(structures: list[Structure]) -> dict[str, Any]:
     }
 
 
+def plot_distributions(report: dict[str, Any], path: Path) -> None:
+    """Elements, atoms per cell and space groups of both generators next to the training data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = {
+        "training": report["training_data"],
+        "MatterGen": report["mattergen"]["distributions"],
+        "RSS": report["rss"]["distributions"],
+    }
+    panels = [
+        ("elements", "element (25 most common in training)", 25, False),
+        ("atoms_per_cell", "atoms per cell", None, True),
+        ("space_groups", "space group (15 most common in any set)", 15, False),
+    ]
+    figure, axes = plt.subplots(3, 1, figsize=(11, 10))
+    for axis, (key, title, top, numeric) in zip(axes, panels, strict=True):
+        if numeric:
+            keys = sorted({k for d in sets.values() for k in d[key]}, key=int)
+        elif key == "elements":
+            keys = list(sets["training"][key])[:top]
+        else:
+            merged = Counter()
+            for d in sets.values():
+                merged.update(d[key])
+            keys = [k for k, _ in merged.most_common(top)]
+        width = 0.8 / len(sets)
+        for offset, (name, data) in enumerate(sets.items()):
+            x = np.arange(len(keys)) + (offset - 1) * width
+            axis.bar(x, [data[key].get(k, 0.0) for k in keys], width, label=name)
+        axis.set_xticks(np.arange(len(keys)), keys, fontsize=8)
+        axis.set_ylabel("fraction")
+        axis.set_title(title, fontsize=10)
+    axes[0].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def _true(value: Any) -> bool:
     return str(value).strip().lower() == "true"
 
@@ -219,7 +260,20 @@ def rescore(rows: pd.DataFrame, hull_path: Path, threshold: float = 0.1) -> dict
     on_hull = [e is not None and e <= 0.0 for e in e_hull]
     total = len(rows)
     known = [e for e in e_hull if e is not None]
+    # Hulls of systems with many elements hold few phases (the training set has few 4+ element
+    # compounds), so "stable" is easy there: report S.U.N. separately for 1-3 and 4+ elements.
+    n_elements = [len(Composition(f).elements) if f else 0 for f in rows["formula"]]
+    by_elements = {}
+    for name, members in (("1-3", range(1, 4)), ("4+", range(4, 200))):
+        picked = [i for i, n in enumerate(n_elements) if n in members]
+        sun = sum(stable[i] and unique_novel[i] for i in picked)
+        by_elements[name] = {
+            "n": len(picked),
+            "frac_sun_within": sun / len(picked) if picked else None,
+            "frac_sun_of_all": sun / total,
+        }
     return {
+        "by_n_elements": by_elements,
         "hull": hull.name,
         "hull_entries": len(hull),
         "n_with_e_hull": len(known),
@@ -282,6 +336,7 @@ def stage_report(work: Path, dataset: Path) -> dict[str, Any]:
         "rmsd_ratio_goal": 1 / 3,
     }
     RESULTS.mkdir(exist_ok=True)
+    plot_distributions(report, RESULTS / "generation_quality_distributions.png")
     _write_json(RESULTS / "generation_quality.json", report)
     (RESULTS / "generation_quality.md").write_text(markdown(report))
     print(markdown(report))
@@ -346,6 +401,12 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {title} | {_fmt(mg['distributions'][key])} | "
             f"{_fmt(rss['distributions'][key])} | 0 |"
         )
+    for title, key in (("1-3", "1-3"), ("4+", "4+")):
+        cells = []
+        for data in (mg, rss):
+            group = data["training_set_hull"]["by_n_elements"][key]
+            cells.append(f"{_fmt(group['frac_sun_of_all'])} ({group['n']} samples)")
+        lines.append(f"| S.U.N. rate from {title}-element samples | {cells[0]} | {cells[1]} | |")
     status = [
         ", ".join(f"{k} {v}" for k, v in sorted(data["relax_status"].items())) for data in (mg, rss)
     ]

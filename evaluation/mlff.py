@@ -356,7 +356,19 @@ def _input_problem(structure: Structure, criteria: ExplosionCriteria) -> str | N
         return "non-finite lattice or coordinates (NaN/inf)"
     if not structure.volume > 1e-6:
         return "degenerate cell (zero volume)"
-    closest = _closest_distance(_to_atoms(structure), criteria.min_distance)
+    # Neighbour search on a needle- or plate-like cell enumerates ~cutoff/height images per
+    # direction (one generated cell exhausted a worker's memory that way): search the
+    # LLL-reduced cell, whose heights are as large as the lattice allows.
+    reduced = structure.lattice.get_lll_reduced_lattice()
+    if min(reduced.abc) < criteria.min_distance:
+        return (
+            f"a lattice vector of {min(reduced.abc):.3f} Å: every atom is closer than "
+            f"{criteria.min_distance} Å to its own periodic image"
+        )
+    in_reduced = Structure(
+        reduced, structure.species, structure.cart_coords, coords_are_cartesian=True
+    )
+    closest = _closest_distance(_to_atoms(in_reduced), criteria.min_distance)
     if closest is not None:
         return f"input has atoms {closest:.2f} Å apart (< {criteria.min_distance} Å)"
     return None
@@ -433,7 +445,10 @@ def _relax_one(
 ) -> RelaxResult:
     start = time.perf_counter()
     result = RelaxResult(label=label, status="failed", level_of_theory=tag)
-    problem = _input_problem(structure, criteria)
+    try:
+        problem = _input_problem(structure, criteria)
+    except Exception as exc:  # e.g. MemoryError on a pathological cell: this structure only
+        problem = f"input check failed: {type(exc).__name__}: {exc}"
     if problem:
         result.reason = problem
         return result

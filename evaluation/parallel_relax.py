@@ -11,7 +11,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from pymatgen.core import Structure
@@ -120,19 +121,36 @@ def relax_parallel(
         # spawn: a forked torch process can deadlock on locks held by the parent's threads.
         context = multiprocessing.get_context("spawn")
         limit = _memory_limit_bytes(n_jobs)
-        with ProcessPoolExecutor(
-            n_jobs, mp_context=context, initializer=_init_worker, initargs=(limit,)
-        ) as pool:
+        pool_settings = {"mp_context": context, "initializer": _init_worker, "initargs": (limit,)}
+        broken: list[int] = []
+        with ProcessPoolExecutor(n_jobs, **pool_settings) as pool:
             futures = {
-                pool.submit(_relax_chunk, [structures[i] for i in indices], kwargs): indices
-                for indices in chunks
+                pool.submit(_relax_chunk, [structures[i] for i in chunk], kwargs): c
+                for c, chunk in enumerate(chunks)
             }
             for future in as_completed(futures):
-                indices = futures[future]
+                c = futures[future]
                 try:
                     chunk_results = future.result()
-                except Exception as error:  # a worker that died or raised: fail its chunk only
-                    chunk_results = _failed_chunk(indices, error)
-                deliver(indices, chunk_results)
+                except BrokenProcessPool:
+                    broken.append(c)  # a worker died: every unfinished chunk lands here
+                    continue
+                except Exception as error:  # a worker that raised: fail its chunk only
+                    chunk_results = _failed_chunk(chunks[c], error)
+                deliver(chunks[c], chunk_results)
+        if broken:
+            # Rerun the chunks caught in the broken pool each in a pool of its own (n_jobs at
+            # a time): the chunk that kills its worker fails alone, the others finish.
+            def isolated(c: int) -> tuple[int, list[RelaxResult]]:
+                with ProcessPoolExecutor(1, **pool_settings) as own:
+                    try:
+                        work = [structures[i] for i in chunks[c]]
+                        return c, own.submit(_relax_chunk, work, kwargs).result()
+                    except Exception as error:
+                        return c, _failed_chunk(chunks[c], error)
+
+            with ThreadPoolExecutor(n_jobs) as threads:
+                for c, chunk_results in threads.map(isolated, sorted(broken)):
+                    deliver(chunks[c], chunk_results)
     bar.close()
     return [r for r in results if r is not None]

@@ -110,3 +110,21 @@ def test_a_worker_that_asks_for_too_much_memory_gets_a_memory_error_not_the_kern
     with ProcessPoolExecutor(1, mp_context=context) as pool:
         outcome = pool.submit(_allocate_in_limited_worker, 4 * 1024**3).result()
     assert outcome == "MemoryError"
+
+
+class _KillsItsWorker:
+    """Unpickling this in a worker ends the worker process at once (as the kernel's OOM kill
+    or a segfault would)."""
+
+    def __reduce__(self):
+        import os
+
+        return (os._exit, (1,))
+
+
+def test_a_worker_that_dies_costs_only_its_own_chunk():
+    crystals = _crystals()
+    items = [crystals[0], _KillsItsWorker(), crystals[1], crystals[2]]
+    results = relax_parallel(items, "chgnet", 0.1, 20, n_jobs=2, chunk_size=1, progress=False)
+    assert [r.ok for r in results] == [True, False, True, True]
+    assert "BrokenProcessPool" in results[1].reason

@@ -251,3 +251,26 @@ def test_gpaw_graph_has_one_job_per_task_and_a_summary_that_survives_failures():
     assert flow.jobs[-1].config.on_missing_references == OnMissing.NONE
     elastic = GpawTasksMaker(tasks=("elastic",)).make(rocksalt())
     assert [j.name for j in elastic.jobs] == ["GPAW elastic", "GPAW summary"]
+
+
+def test_campaign_refuses_properties_without_a_dft_engine_and_a_missing_dft_code(
+    monkeypatch, tmp_path
+):
+    from typer.testing import CliRunner
+
+    import flows.dft.gpaw
+    from flows.dft.schema import DFTUnavailable
+    from pipeline.cli import app
+
+    runner = CliRunner()
+    store = ["--store", str(tmp_path / "store")]
+    no_engine = runner.invoke(app, ["campaign", "run", "Al-Si", "--properties", "band_gap", *store])
+    assert no_engine.exit_code == 2 and "needs a DFT engine" in no_engine.output
+
+    def missing():
+        raise DFTUnavailable("GPAW is not installed (test); run `make install-gpaw`")
+
+    monkeypatch.setattr(flows.dft.gpaw, "check_gpaw", missing)
+    no_gpaw = runner.invoke(app, ["campaign", "run", "Al-Si", "--engine", "gpaw", *store])
+    assert no_gpaw.exit_code == 2
+    assert no_gpaw.output.strip() == "error: GPAW is not installed (test); run `make install-gpaw`"
