@@ -125,7 +125,10 @@ def model_card(
         f"{dataset['settings']['mp_tolerance']} eV/atom: "
         f"{'they did' if hull['mp_used'] else 'they did not'} ({hull['mp_points']} points).",
         "- The tensors hold the input (DFT-relaxed) geometries, Niggli-reduced in the symmetric "
-        "lattice form; the split is by a CRC32 hash of the id (10 % validation).",
+        "lattice form. Splits are by a CRC32 hash of the id: `labels.csv.gz` marks "
+        f"{dataset['settings'].get('validation_fraction', 0.1):.0%} as validation; the trainer "
+        f"held out {training.get('validation_fraction', 0.05):.0%} by the same hash (a subset of "
+        "those).",
         "- Credit: Materials Project, Alexandria, JARVIS-DFT and LeMat-Bulk samples through "
         "LeMaterial (CC-BY-4.0); perov_5 and carbon_24 from the CDVAE benchmark splits.",
         "",
