@@ -154,6 +154,12 @@ def model_card(
             "",
             quality_table,
         ]
+        if (ROOT / "benchmarks/results/generation_quality_distributions.png").exists():
+            lines += [
+                "Elements, atoms per cell and space groups against the training data:",
+                "",
+                "![distributions](../../benchmarks/results/generation_quality_distributions.png)",
+            ]
     else:
         lines.append("Not run yet: `python benchmarks/generation_quality.py --dataset ...`.")
     lines += ["", notes.strip(), ""] if notes.strip() else [""]
