@@ -47,34 +47,41 @@ def rocksalt_nacl() -> Structure:
 
 
 @pytest.fixture(scope="module")
-def silicon_result(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("si")
-    silicon().to(str(folder / "Si.cif"))
-    args = ["dft", "run", str(folder / "Si.cif"), "--engine", "gpaw", "--format", "json"]
-    args += ["--tasks", "relax,static,band_gap,elastic", "--output", str(folder / "out")]
-    result = runner.invoke(app, args)
+def silicon_result():
+    from flows.dft import tasks_maker
+    from pipeline.dft_cli import run_dft
+
+    maker = tasks_maker("gpaw", ("relax", "static", "band_gap", "elastic"))
+    return run_dft(silicon(), maker)
+
+
+def test_dft_run_command_writes_results_and_relaxed_cifs(tmp_path):
+    silicon().to(str(tmp_path / "Si.cif"))
+    args = ["dft", "run", str(tmp_path / "Si.cif"), "--tasks", "static", "--format", "json"]
+    result = runner.invoke(app, [*args, "--output", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    return folder / "out", json.loads((folder / "out" / "result.json").read_text())
+    (si,) = json.loads((tmp_path / "out" / "result.json").read_text()).values()
+    assert si["status"] == "ok" and si["energy_per_atom"] < 0
+    assert si["tasks"]["static"]["seconds"] > 0
+    assert list((tmp_path / "out").glob("*-relaxed.cif"))
 
 
 def test_silicon_relaxes_to_the_pbe_lattice_constant(silicon_result):
-    out, results = silicon_result
-    (si,) = results.values()
+    si = silicon_result
     assert si["status"] == "ok", si["reason"]
     relaxed = Structure.from_dict(si["structure"])
     assert relaxed.lattice.a * 2**0.5 == pytest.approx(5.47, abs=0.03)
     assert si["level_of_theory"] == "dft:gpaw-pbe-pw500-k3.5"
-    assert list(out.glob("*-relaxed.cif"))
 
 
 def test_silicon_gap_is_the_pbe_indirect_gap(silicon_result):
-    (si,) = silicon_result[1].values()
+    si = silicon_result
     assert si["band_gap"] == pytest.approx(0.62, abs=0.1)
     assert si["is_gap_direct"] is False
 
 
 def test_silicon_bulk_modulus_is_the_pbe_value_and_the_tensor_is_cubic(silicon_result):
-    (si,) = silicon_result[1].values()
+    si = silicon_result
     elastic = si["elastic"]
     assert elastic["k_vrh"] == pytest.approx(88.8, abs=5)
     c = elastic["elastic_tensor"]
