@@ -32,6 +32,14 @@ def as_structure_dict(payload: Structure | dict[str, Any]) -> dict[str, Any]:
     return payload.as_dict() if isinstance(payload, Structure) else payload
 
 
+def rmsd_or_none(before: Structure | dict, after: Structure | dict) -> float | None:
+    """Eq. D47 RMSD between a stage's input and output, ``None`` when they do not match."""
+    try:
+        return rmsd(as_structure(before), as_structure(after))
+    except ValueError:
+        return None
+
+
 def stable_uuid(*parts: str) -> str:
     """A UUID fixed by its parts, so a rebuilt campaign graph has the same job ids."""
     return str(uuid5(NAMESPACE_URL, "crystalforge:" + "/".join(parts)))
@@ -82,13 +90,8 @@ def relax_shard(
             "energy_per_atom": result.energy_per_atom,
             "level_of_theory": result.level_of_theory or None,
             "n_steps": result.n_steps,
-            "rmsd": None,
+            "rmsd": rmsd_or_none(structure, result.structure) if result.structure else None,
         }
-        if result.structure is not None:
-            try:
-                entry["rmsd"] = rmsd(structure, result.structure)
-            except ValueError:
-                entry["rmsd"] = None
         stage_results.append(entry)
         trajectories[candidate["candidate_id"]] = result.trajectory.energies
     return {

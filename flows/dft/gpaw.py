@@ -27,6 +27,7 @@ from jobflow import Maker, job
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
+from evaluation.metrics import MIN_INTERATOMIC_DISTANCE, min_interatomic_distance
 from flows.dft.gpaw_settings import GpawInputSet
 from flows.dft.schema import DFTTaskError, DFTUnavailable
 
@@ -94,8 +95,10 @@ def _check_not_exploded(before: Structure, after: Structure, task: str) -> None:
         raise DFTTaskError(
             f"GPAW {task} exploded: volume {before.volume:.1f} -> {after.volume:.1f} Å^3"
         )
-    if len(after) > 1 and after.distance_matrix[np.triu_indices(len(after), 1)].min() < 0.5:
-        raise DFTTaskError(f"GPAW {task} exploded: two atoms closer than 0.5 Å")
+    if min_interatomic_distance(after) < MIN_INTERATOMIC_DISTANCE:  # periodic images included
+        raise DFTTaskError(
+            f"GPAW {task} exploded: two atoms closer than {MIN_INTERATOMIC_DISTANCE} Å"
+        )
 
 
 def task_tags(seconds: float, attempts: list[str]) -> list[str]:

@@ -15,24 +15,17 @@ from typing import Any
 
 from jobflow import Flow, Job, Maker, OnMissing, Response, job
 
-from evaluation.metrics import rmsd
 from flows.dft.gpaw_run import GpawTasksMaker
 from flows.dft.hull import hull_reference_job
 from flows.relax import (
     Candidate,
     as_structure,
     as_structure_dict,
+    rmsd_or_none,
     stable_uuid,
     stored_output,
     with_input_structures,
 )
-
-
-def _rmsd_or_none(before: Any, after: Any) -> float | None:
-    try:
-        return rmsd(as_structure(before), as_structure(after))
-    except ValueError:
-        return None
 
 
 @job
@@ -66,7 +59,7 @@ def dft_stage_row(
         "energy_per_atom": result["energy_per_atom"],
         "level_of_theory": result["level_of_theory"],
         "n_steps": 0,
-        "rmsd": _rmsd_or_none(input_structure, result["structure"]) if usable else None,
+        "rmsd": rmsd_or_none(input_structure, result["structure"]) if usable else None,
         "properties": {
             "band_gap": result.get("band_gap"),
             "is_gap_direct": result.get("is_gap_direct"),
