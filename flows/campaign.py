@@ -30,6 +30,7 @@ from flows.scoring import (
 def _named(job: Job, campaign_id: str, stage: str) -> Job:
     job.name = stage
     job.set_uuid(stable_uuid(campaign_id, stage))
+    job.update_metadata({"stage": stage})  # also given to the jobs it creates at run time
     return job
 
 
@@ -130,6 +131,12 @@ class CampaignMaker(Maker):
             campaign_id,
             "score",
         )
+        for reference in (prerelax_reference, final_reference):
+            reference.update_metadata({"stage": "hull reference"})
         jobs = [generate, prerelax, filtered, prerelax_reference, hull, selected, final]
         jobs += [final_reference, final_hull, score]
-        return Flow(jobs, output=score.output, name=f"campaign {campaign_id} {chemsys}")
+        flow = Flow(jobs, output=score.output, name=f"campaign {campaign_id} {chemsys}")
+        # FireWorks copies job metadata into each Firework's spec: `campaign status` finds a
+        # campaign's Fireworks, and their stage, by these keys.
+        flow.update_metadata({"campaign_id": campaign_id})
+        return flow

@@ -73,8 +73,12 @@ class CampaignDoc(BaseModel):
     campaign_id: str
     chemsys: str
     config: dict[str, Any]
-    status: Literal["created", "running", "completed", "failed"] = "created"
+    status: Literal["created", "running", "submitted", "completed", "failed"] = "created"
     timings: dict[str, float] = Field(default_factory=dict, description="seconds per stage")
     summary: dict[str, Any] = Field(default_factory=dict)
     created_at: str
     updated_at: str
+    execution: dict[str, Any] = Field(
+        default_factory=lambda: {"manager": "local"},
+        description="local, or fireworks with its LaunchPad and worker categories",
+    )

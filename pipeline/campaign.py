@@ -9,11 +9,13 @@ output was written to the sqlite store when the job ended.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-from jobflow import Flow, run_locally
+from jobflow import Flow, job, run_locally
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flows.campaign import CampaignMaker
@@ -158,10 +160,19 @@ def drop_finished_jobs(flow: Flow, store: ResultsStore) -> list[str]:
     return reused
 
 
-def run_campaign(
-    chemsys: str, config: CampaignConfig, store: ResultsStore, campaign_id: str | None = None
-) -> dict[str, Any]:
-    """Run (or resume) a campaign; returns the campaign document.
+def default_campaign_id(system: str, config: CampaignConfig) -> str:
+    """``SYSTEM-GENERATOR-DIGEST``, the digest of the settings: the same campaign submitted or
+    run twice is one campaign (its finished jobs are reused), a changed setting a new one."""
+    settings = json.dumps(config.model_dump(), sort_keys=True, default=str)
+    digest = hashlib.sha256(f"{system}|{settings}".encode()).hexdigest()[:8]
+    return f"{system}-{config.generator}-{digest}"
+
+
+def check_campaign(chemsys: str, config: CampaignConfig, *, check_dft_here: bool = True) -> str:
+    """Check a campaign's input before anything is written; returns the normalised system.
+
+    ``check_dft_here`` is off for a FireWorks submission: the DFT code must run on the CPU
+    workers, not necessarily where the campaign is submitted.
 
     Raises
     ------
@@ -169,31 +180,112 @@ def run_campaign(
         For a malformed chemical system or one the generator cannot use, or a mattergen
         checkpoint that is missing or unreadable.
     DFTUnavailable
-        When the DFT engine's code cannot run here.
+        When ``check_dft_here`` and the DFT engine's code cannot run here.
     """
     elements = parse_chemsys(chemsys)
     require_arity(elements, 2, config.generator)
     if config.generator == "mattergen":  # fail now, not when the generate job runs
         check_checkpoint(config.checkpoint)
-    if config.engine != "mlff":  # fail now, in one line, if the DFT code cannot run here
+    if config.engine != "mlff" and check_dft_here:  # fail now, in one line
         check_engine(config.engine)
-    system = "-".join(elements)
-    campaign_id = campaign_id or f"{system}-{config.generator}-{int(time.time())}"
+    return "-".join(elements)
+
+
+def prepare_campaign(
+    chemsys: str,
+    config: CampaignConfig,
+    store: ResultsStore,
+    campaign_id: str | None = None,
+    *,
+    execution: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Create (or refresh) the campaign document of a checked campaign; returns it.
+
+    ``execution`` describes a FireWorks submission (the document's status is then
+    ``submitted``); by default the campaign runs here.
+
+    Raises
+    ------
+    ValueError
+        For an id already used for another chemical system (and as :func:`check_campaign`).
+    """
+    system = check_campaign(chemsys, config, check_dft_here=execution is None)
+    campaign_id = campaign_id or default_campaign_id(system, config)
     existing = store.campaign(campaign_id)
     if existing and existing["chemsys"] != system:
         raise ValueError(f"campaign {campaign_id} exists for {existing['chemsys']}, not {system}")
-    created = existing["created_at"] if existing else _now()
     document = CampaignDoc(
         campaign_id=campaign_id,
         chemsys=system,
         config=config.model_dump(),
-        status="running",
-        created_at=created,
+        status="running" if execution is None else "submitted",
+        created_at=existing["created_at"] if existing else _now(),
         updated_at=_now(),
+        execution=execution or {"manager": "local"},
     ).model_dump()
     store.save_campaign(document)
+    return document
 
-    flow = config.maker().make(system, campaign_id)
+
+def record_score(
+    store: ResultsStore, document: dict[str, Any], score: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
+    """Write a finished campaign's candidates and mark its document completed; returns it.
+
+    Candidates are upserted by (campaign, candidate), so recording twice duplicates nothing.
+    ``extra`` goes into the summary (e.g. the reused jobs).
+    """
+    candidates = [
+        CandidateDoc(campaign_id=document["campaign_id"], **candidate).model_dump()
+        for candidate in score["candidates"]
+    ]
+    store.save_candidates(candidates)
+    document.update(
+        status="completed",
+        updated_at=_now(),
+        summary={**score["summary"], **extra},
+        timings=dict(score["timings"]),
+    )
+    store.save_campaign(document)
+    return document
+
+
+@job
+def record_campaign(score: dict[str, Any], campaign_id: str, results: ResultsStore) -> str:
+    """The last job of a submitted campaign: its candidates and summary into the results store
+    (a local run records them itself, after ``run_locally``)."""
+    from monty.json import jsanitize
+
+    # FireWorks hands resolved references over as objects (Structures); the documents are dicts
+    score = jsanitize(score, strict=True, enum_values=True)
+    store = results.connect()
+    try:
+        document = store.campaign(campaign_id)
+        if document is None:
+            raise ValueError(f"campaign {campaign_id} is not in the results store")
+        document.pop("_id", None)
+        record_score(store, document, score)
+        started = datetime.fromisoformat(document["created_at"])
+        document["timings"]["wall"] = (datetime.now(UTC) - started).total_seconds()
+        store.save_campaign(document)
+    finally:
+        store.close()
+    return campaign_id
+
+
+def run_campaign(
+    chemsys: str, config: CampaignConfig, store: ResultsStore, campaign_id: str | None = None
+) -> dict[str, Any]:
+    """Run (or resume) a campaign here; returns the campaign document.
+
+    Raises
+    ------
+    ValueError, DFTUnavailable
+        As :func:`prepare_campaign`.
+    """
+    document = prepare_campaign(chemsys, config, store, campaign_id)
+    campaign_id = document["campaign_id"]
+    flow = config.maker().make(document["chemsys"], campaign_id)
     output_uuid = flow.output.uuid
     reused = drop_finished_jobs(flow, store)
     started = time.perf_counter()
@@ -204,16 +296,7 @@ def run_campaign(
         document.update(status="failed", updated_at=_now())
         store.save_campaign(document)
         return document
-    candidates = [
-        CandidateDoc(campaign_id=campaign_id, **candidate).model_dump()
-        for candidate in score["candidates"]
-    ]
-    store.save_candidates(candidates)
-    document.update(
-        status="completed",
-        updated_at=_now(),
-        summary={**score["summary"], "reused_jobs": reused},
-        timings={**score["timings"], "wall": time.perf_counter() - started},
-    )
+    record_score(store, document, score, reused_jobs=reused)
+    document["timings"]["wall"] = time.perf_counter() - started
     store.save_campaign(document)
     return document

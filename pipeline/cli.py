@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -296,76 +296,111 @@ def _opened_store(path: Path) -> Iterator[ResultsStore]:
         results.close()
 
 
-@campaign_app.command("run")
-def campaign_run(
-    chemsys: Annotated[str, typer.Argument(help="Chemical system, e.g. Li-Co-O.")],
-    generator: Annotated[
-        str | None, typer.Option(help="rss, substitution, file or mattergen.")
-    ] = None,
-    input_file: Annotated[
-        Path | None, typer.Option("--input", help="Crystal file for --generator file.")
-    ] = None,
-    num_candidates: Annotated[int | None, typer.Option(help="Candidates to generate.")] = None,
-    top_k: Annotated[int | None, typer.Option(help="Candidates sent to the final stage.")] = None,
-    engine: Annotated[
-        str | None, typer.Option(help="Final-stage engine: mlff, gpaw (DFT) or vasp (DFT).")
-    ] = None,
-    properties: Annotated[
-        str | None,
-        typer.Option(help="DFT properties of the top-K, comma-separated: band_gap,bulk_modulus."),
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option(help="Campaign YAML (e.g. configs/campaign/demo.yaml).")
-    ] = None,
-    store: StoreOption = DEFAULT_STORE,
-    campaign_id: Annotated[
-        str | None, typer.Option(help="Reuse this id to resume a campaign.")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Generator seed.")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Pre-relaxation step budget.")] = None,
-    reference: Annotated[
-        Path | None, typer.Option(help="Novelty/hull reference (default: the shipped set).")
-    ] = None,
-    checkpoint: Annotated[
-        Path | None, typer.Option(help="Model checkpoint for --generator mattergen.")
-    ] = None,
-    model_steps: Annotated[
-        int | None, typer.Option(help="Sampling steps T for --generator mattergen.")
-    ] = None,
-) -> None:
-    """Generate, pre-relax, filter, hull, select and score candidates for a chemical system."""
+# Options shared by `campaign run` and `campaign submit`.
+ChemsysArgument = Annotated[str, typer.Argument(help="Chemical system, e.g. Li-Co-O.")]
+GeneratorOption = Annotated[str | None, typer.Option(help="rss, substitution, file or mattergen.")]
+InputOption = Annotated[
+    Path | None, typer.Option("--input", help="Crystal file for --generator file.")
+]
+NumCandidatesOption = Annotated[int | None, typer.Option(help="Candidates to generate.")]
+TopKOption = Annotated[int | None, typer.Option(help="Candidates sent to the final stage.")]
+EngineOption = Annotated[
+    str | None, typer.Option(help="Final-stage engine: mlff, gpaw (DFT) or vasp (DFT).")
+]
+PropertiesOption = Annotated[
+    str | None,
+    typer.Option(help="DFT properties of the top-K, comma-separated: band_gap,bulk_modulus."),
+]
+ConfigOption = Annotated[
+    Path | None, typer.Option(help="Campaign YAML (e.g. configs/campaign/demo.yaml).")
+]
+CampaignIdOption = Annotated[str | None, typer.Option(help="Reuse this id to resume a campaign.")]
+SeedOption = Annotated[int | None, typer.Option(help="Generator seed.")]
+MaxStepsOption = Annotated[int | None, typer.Option(help="Pre-relaxation step budget.")]
+ReferenceOption = Annotated[
+    Path | None, typer.Option(help="Novelty/hull reference (default: the shipped set).")
+]
+CheckpointOption = Annotated[
+    Path | None, typer.Option(help="Model checkpoint for --generator mattergen.")
+]
+ModelStepsOption = Annotated[
+    int | None, typer.Option(help="Sampling steps T for --generator mattergen.")
+]
+
+
+def campaign_settings(config: Path | None, **overrides: Any):
+    """The campaign YAML (if any) with the CLI's overrides; bad values exit 2 naming the flag."""
     import yaml
     from pydantic import ValidationError
 
-    from pipeline.campaign import CampaignConfig, run_campaign
+    from pipeline.campaign import CampaignConfig
 
     try:
         raw = yaml.safe_load(config.read_text()) if config else {}
     except (OSError, yaml.YAMLError) as error:
         raise _fail(f"cannot read config {config}: {error}") from None
-    overrides = {
-        "generator": generator,
-        "num_candidates": num_candidates,
-        "top_k": top_k,
-        "engine": engine,
-        "seed": seed,
-        "max_steps": max_steps,
-        "reference": str(reference) if reference else None,
-        "input": str(input_file) if input_file else None,
-        "checkpoint": str(checkpoint) if checkpoint else None,
-        "model_steps": model_steps,
-        "properties": [p.strip() for p in properties.split(",") if p.strip()]
-        if properties
-        else None,
-    }
+    properties = overrides.pop("properties", None)
+    if properties:
+        overrides["properties"] = [p.strip() for p in properties.split(",") if p.strip()]
     try:
         settings = CampaignConfig.model_validate(
-            (raw or {}) | {k: v for k, v in overrides.items() if v is not None}
+            (raw or {})
+            | {
+                k: str(v) if isinstance(v, Path) else v
+                for k, v in overrides.items()
+                if v is not None
+            }
         )
     except ValidationError as error:
         detail = error.errors()[0]
         where = "-".join(map(str, detail["loc"])) or "config"
         raise _fail(f"--{where.replace('_', '-')}: {detail['msg']}") from None
+    # absolute paths: the jobs may run in another folder (launch directories, cluster nodes)
+    files = ("reference", "input", "checkpoint", "vasp_hull_entries")
+    return settings.model_copy(
+        update={
+            name: str(Path(getattr(settings, name)).expanduser().resolve())
+            for name in files
+            if getattr(settings, name)
+        }
+    )
+
+
+@campaign_app.command("run")
+def campaign_run(
+    chemsys: ChemsysArgument,
+    generator: GeneratorOption = None,
+    input_file: InputOption = None,
+    num_candidates: NumCandidatesOption = None,
+    top_k: TopKOption = None,
+    engine: EngineOption = None,
+    properties: PropertiesOption = None,
+    config: ConfigOption = None,
+    store: StoreOption = DEFAULT_STORE,
+    campaign_id: CampaignIdOption = None,
+    seed: SeedOption = None,
+    max_steps: MaxStepsOption = None,
+    reference: ReferenceOption = None,
+    checkpoint: CheckpointOption = None,
+    model_steps: ModelStepsOption = None,
+) -> None:
+    """Generate, pre-relax, filter, hull, select and score candidates for a chemical system."""
+    from pipeline.campaign import run_campaign
+
+    settings = campaign_settings(
+        config,
+        generator=generator,
+        num_candidates=num_candidates,
+        top_k=top_k,
+        engine=engine,
+        seed=seed,
+        max_steps=max_steps,
+        reference=reference,
+        input=input_file,
+        checkpoint=checkpoint,
+        model_steps=model_steps,
+        properties=properties,
+    )
     with _opened_store(store) as results:
         try:
             document = run_campaign(chemsys, settings, results, campaign_id)
@@ -433,6 +468,18 @@ def campaign_status(
     if document is None:
         raise _fail(f"no campaign {campaign_id!r} in {store}")
     _print_campaign(document)
+    execution = document.get("execution") or {}
+    if execution.get("manager") == "fireworks":  # per-stage progress from the LaunchPad
+        from pipeline.launchpad import LaunchPadError, LaunchPadLocation
+        from pipeline.progress import campaign_progress
+
+        try:
+            location = LaunchPadLocation.parse(execution["launchpad"])
+            progress = campaign_progress(location, campaign_id)
+        except LaunchPadError as error:
+            raise _fail(str(error)) from None
+        typer.echo(f"  FireWorks Fireworks per stage ({location}):")
+        typer.echo("\n".join(progress.lines()))
 
 
 class OutputFormat(StrEnum):
@@ -543,3 +590,8 @@ _register_model_commands(app, data_app)
 from pipeline.dft_cli import register as _register_dft_commands  # noqa: E402
 
 _register_dft_commands(app)
+
+# ``crystalforge campaign submit`` and ``crystalforge worker`` (FireWorks) too.
+from pipeline.fireworks_cli import register as _register_fireworks_commands  # noqa: E402
+
+_register_fireworks_commands(app, campaign_app)

@@ -18,6 +18,7 @@ from typing import Any
 
 from jobflow import JobStore
 from maggma.stores import MontyStore
+from monty.json import MSONable
 
 DATABASE_NAME = "crystalforge"
 CANDIDATE_INDEXES = ("campaign_id", "candidate_id", "sun", "stable", "novel", "e_above_hull")
@@ -34,8 +35,11 @@ def _monty(path: Path, collection: str, key: str) -> MontyStore:
 
 
 @dataclass
-class ResultsStore:
+class ResultsStore(MSONable):
     """Everything a campaign writes, in one place.
+
+    It serialises (``as_dict``) to its stores' specs, so a FireWorks job can reopen it on a
+    worker: the embedded store by its absolute folder, MongoDB by its connection settings.
 
     Attributes
     ----------
@@ -52,7 +56,7 @@ class ResultsStore:
     @classmethod
     def embedded(cls, path: str | Path) -> ResultsStore:
         """MontyDB (sqlite) files in the folder ``path``, created if missing."""
-        folder = Path(path)
+        folder = Path(path).resolve()  # absolute: workers elsewhere must find the same files
         folder.mkdir(parents=True, exist_ok=True)
         jobs = JobStore(
             _monty(folder, "jobs", "uuid"),

@@ -23,6 +23,7 @@ from evaluation.hull import EntryHullReference, chemsys_elements
 from evaluation.mlff_reference import ELEMENT_REFS_FILE, HullCandidates, element_polymorphs
 from evaluation.paths import reference_dir
 from evaluation.reference import load_reference
+from flows.dft.schema import run_past_failures
 from flows.relax import as_structure, stable_uuid, stored_output
 
 #: Reference compounds larger than this are left out of on-demand DFT hulls (cost grows ~N³).
@@ -123,7 +124,7 @@ def dft_hull_reference(
         if finished is not None:
             results.append(finished)
             continue
-        run = tasks_maker.make(structure)
+        run = run_past_failures(tasks_maker.make(structure))
         run.name = f"hull reference {label}"
         kept = keep_run(label, run.output)
         kept.set_uuid(kept_uuid)

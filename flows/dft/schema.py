@@ -109,3 +109,16 @@ def properties_to_tasks(properties: str | list[str] | None) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"unknown propert(ies) {unknown}; choose from {sorted(PROPERTY_TASKS)}")
     return parse_tasks(["relax", "static", *(PROPERTY_TASKS[n] for n in names)])
+
+
+def run_past_failures(run: Any) -> Any:
+    """Let every job of one structure's DFT graph run after a failed parent, under FireWorks.
+
+    FireWorks leaves the child of a FIZZLED Firework WAITING forever unless it allows fizzled
+    parents, so one failed relaxation would stall a whole campaign there (``run_locally``
+    skips such children itself). Allowed, a child that needs the failed output cannot resolve
+    it and fizzles at once, recorded; the summary (``OnMissing.NONE``) then records the
+    failure for this structure and the campaign goes on. ``run`` is a jobflow Flow or Job.
+    """
+    run.update_config({"_set": {"manager_config->_allow_fizzled_parents": True}}, dict_mod=True)
+    return run

@@ -17,6 +17,7 @@ from jobflow import Flow, Job, Maker, OnMissing, Response, job
 
 from flows.dft.gpaw_run import GpawTasksMaker
 from flows.dft.hull import hull_reference_job
+from flows.dft.schema import run_past_failures
 from flows.relax import (
     Candidate,
     as_structure,
@@ -127,12 +128,16 @@ class DFTStageMaker(Maker):
             if finished is not None:  # resumed campaign: this candidate's DFT already ran
                 rows.append(finished)
                 continue
-            run = self.tasks_maker.make(as_structure(candidate["input_structure"]))
+            run = run_past_failures(
+                self.tasks_maker.make(as_structure(candidate["input_structure"]))
+            )
             run.name = f"{self.name} {cid}"
             row = dft_stage_row(cid, candidate["input_structure"], run.output)
             row.name = f"{self.name} row {cid}"
             row.set_uuid(row_uuid)
             row.config.on_missing_references = OnMissing.NONE  # a failed run is a failed row
+            for part in (run, row):  # `campaign status` names the candidate of a failed job
+                part.update_metadata({"candidate_id": cid})
             jobs += [run, row]
             rows.append(row.output)
         merged = merge_rows(self.name, rows, started)
