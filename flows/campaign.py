@@ -109,6 +109,8 @@ class CampaignMaker(Maker):
         )
         if isinstance(self.final, DFTStageMaker):
             final.config.expose_store = True  # a resumed stage skips finished candidates
+            # its per-candidate jobs keep their own FireWorks settings (run_past_failures)
+            final.config.pass_manager_config = False
             final_reference = self.final.hull_reference_job(chemsys, self.reference_path)
         else:
             final_reference = self._hull_reference(chemsys, self.final.model)

@@ -57,6 +57,19 @@ class GpawInputSet(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # The MSONable protocol: jobflow serialises makers (and this, their field) into FireWorks
+    # specs with monty, which would otherwise turn a pydantic model into a plain dict.
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "@module": type(self).__module__,
+            "@class": type(self).__name__,
+            **self.model_dump(),
+        }
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> GpawInputSet:
+        return cls(**{k: v for k, v in document.items() if not k.startswith("@")})
+
     xc: str = "PBE"
     ecut: float = Field(500.0, gt=100)
     kpoint_density: float = Field(3.5, gt=0)

@@ -144,4 +144,5 @@ def hull_reference_job(chemsys: str, reference_path: str | None, tasks_maker: Ma
     hull.name = f"hull reference {chemsys} {level}"
     hull.set_uuid(key)
     hull.config.expose_store = True
+    hull.config.pass_manager_config = False  # its runs keep their own (run_past_failures)
     return hull

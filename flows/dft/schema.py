@@ -119,6 +119,9 @@ def run_past_failures(run: Any) -> Any:
     skips such children itself). Allowed, a child that needs the failed output cannot resolve
     it and fizzles at once, recorded; the summary (``OnMissing.NONE``) then records the
     failure for this structure and the campaign goes on. ``run`` is a jobflow Flow or Job.
+
+    The job that creates ``run`` at run time must not pass its own manager config on
+    (``config.pass_manager_config = False``): jobflow would replace this setting with it.
     """
     run.update_config({"_set": {"manager_config->_allow_fizzled_parents": True}}, dict_mod=True)
     return run

@@ -274,3 +274,22 @@ def test_campaign_refuses_properties_without_a_dft_engine_and_a_missing_dft_code
     no_gpaw = runner.invoke(app, ["campaign", "run", "Al-Si", "--engine", "gpaw", *store])
     assert no_gpaw.exit_code == 2
     assert no_gpaw.output.strip() == "error: GPAW is not installed (test); run `make install-gpaw`"
+
+
+def test_a_gpaw_graph_survives_fireworks_serialisation_and_runs_past_failed_parents():
+    """FireWorks stores every job as JSON: the input set must come back as itself, and each
+    job must allow fizzled parents so a failed task reaches the summary (no stalled graph)."""
+    import json
+
+    from monty.json import MontyDecoder, jsanitize
+
+    maker = GpawTasksMaker(tasks=("relax", "static"), settings=GpawInputSet(ecut=350))
+    document = json.loads(json.dumps(jsanitize(maker.as_dict(), strict=True, allow_bson=True)))
+    decoded = MontyDecoder().process_decoded(document)
+    assert decoded.settings == maker.settings and tuple(decoded.tasks) == maker.tasks
+
+    from flows.dft.schema import run_past_failures
+
+    structure = Structure(Lattice.cubic(2.95), ["Al", "Si"], [[0] * 3, [0.5] * 3])
+    run = run_past_failures(maker.make(structure))
+    assert all(job.config.manager_config["_allow_fizzled_parents"] for job in run.jobs)
