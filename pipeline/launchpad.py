@@ -133,6 +133,13 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
+def initialise_if_new(launchpad: Any) -> None:
+    """``lpad reset`` a LaunchPad database that has never been used (no id counter, no
+    Fireworks); one that holds anything is left alone."""
+    if launchpad.fw_id_assigner.find_one({}) is None and launchpad.fireworks.find_one({}) is None:
+        launchpad.reset("", require_password=False)
+
+
 # LaunchPad methods that only read: no need to write the file after them.
 _READ_ONLY = {
     "get_fw_by_id", "get_fw_dict_by_id", "get_wf_by_fw_id", "get_wf_by_fw_id_lzyfw",
@@ -160,8 +167,7 @@ def _embedded_launchpad_class() -> type:
             # We write the file ourselves (atomically); mongomock's own write at exit would
             # not be atomic.
             self.connection._store._finalizer.detach()
-            if self.fw_id_assigner.find_one({}) is None:  # a new file: initialise the database
-                self.reset("", require_password=False)
+            initialise_if_new(self)
 
         def save(self) -> None:
             """Write the whole LaunchPad database to its file (atomically)."""
@@ -214,6 +220,7 @@ def open_launchpad(location: LaunchPadLocation) -> Iterator[Any]:
             launchpad = LaunchPad.from_file(str(location.path))
         except Exception as error:  # noqa: BLE001 - any parse error is the user's file
             raise LaunchPadError(f"cannot read LaunchPad {location.path}: {error}") from None
+        initialise_if_new(launchpad)
         yield launchpad
         return
     with _OPEN_LOCK:
