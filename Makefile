@@ -14,7 +14,7 @@ export OMP_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 
 .PHONY: install install-gpaw demo demo-mattergen demo-evaluate test test-slow lint format reference benchmark-novelty \
-	benchmark-prerelax benchmark-sampling benchmark-quality benchmark-dft dataset clean
+	benchmark-prerelax benchmark-sampling benchmark-quality benchmark-dft benchmark-fireworks dataset clean
 
 install: $(STAMP)
 
@@ -87,6 +87,9 @@ dataset: $(STAMP)
 
 benchmark-dft: $(GPAW_STAMP)
 	$(BIN)/python benchmarks/dft.py
+
+benchmark-fireworks: $(STAMP)
+	$(BIN)/python benchmarks/fireworks.py
 
 benchmark-quality: $(STAMP)
 	$(BIN)/python benchmarks/generation_quality.py --dataset runs/dataset --jobs 2

@@ -220,7 +220,12 @@ def open_launchpad(location: LaunchPadLocation) -> Iterator[Any]:
             launchpad = LaunchPad.from_file(str(location.path))
         except Exception as error:  # noqa: BLE001 - any parse error is the user's file
             raise LaunchPadError(f"cannot read LaunchPad {location.path}: {error}") from None
-        initialise_if_new(launchpad)
+        from pymongo.errors import PyMongoError
+
+        try:
+            initialise_if_new(launchpad)
+        except PyMongoError as error:
+            raise LaunchPadError(f"cannot reach LaunchPad {location.path}: {error}") from None
         yield launchpad
         return
     with _OPEN_LOCK:
@@ -255,8 +260,13 @@ def launchpad_documents(location: LaunchPadLocation, collection: str, query: dic
     The embedded file is read as last written (no lock needed); MongoDB is queried directly.
     """
     if not location.embedded:
+        from pymongo.errors import PyMongoError
+
         with open_launchpad(location) as launchpad:
-            return list(launchpad.db[collection].find(query))
+            try:
+                return list(launchpad.db[collection].find(query))
+            except PyMongoError as error:
+                raise LaunchPadError(f"cannot read LaunchPad {location.path}: {error}") from None
     import bson.json_util
 
     if not location.path.exists():

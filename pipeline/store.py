@@ -34,6 +34,20 @@ def _monty(path: Path, collection: str, key: str) -> MontyStore:
     )
 
 
+def _create_table(store: Any) -> None:
+    """Create an embedded collection's sqlite table now, not on its first write.
+
+    MontyDB creates the file first and the table a moment later, and takes the file for the
+    table: two worker threads writing a new collection at once would read a table that is
+    not there yet ("no such table: documents").
+    """
+    if not isinstance(store, MontyStore) or store.database_path == ":memory:":
+        return
+    database = store._collection.database
+    if store.collection_name not in database.list_collection_names():
+        database.create_collection(store.collection_name)
+
+
 @dataclass
 class ResultsStore(MSONable):
     """Everything a campaign writes, in one place.
@@ -117,10 +131,15 @@ class ResultsStore(MSONable):
         return cls.embedded(location)
 
     def connect(self) -> ResultsStore:
-        """Open every collection and make sure the candidate indexes exist."""
+        """Open every collection, create the embedded ones' tables, and make sure the candidate
+        indexes exist."""
         self.jobs.connect()
         self.campaigns.connect()
         self.candidates.connect()
+        for store in (self.jobs.docs_store, *self.jobs.additional_stores.values()):
+            _create_table(store)
+        _create_table(self.campaigns)
+        _create_table(self.candidates)
         for field_name in CANDIDATE_INDEXES:
             try:
                 self.candidates.ensure_index(field_name)

@@ -15,7 +15,7 @@ win), and a campaign whose workflow is still on the LaunchPad unfinished is not 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jobflow import Flow
@@ -33,6 +33,7 @@ from pipeline.launchpad import LaunchPadLocation, open_launchpad
 from pipeline.store import ResultsStore
 
 SUBMISSIONS = "crystalforge_submissions"  # LaunchPad collection: one document per submission
+STALE_CLAIM_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -101,17 +102,43 @@ def _claim(launchpad: Any, campaign_id: str) -> tuple[bool, str]:
             f"Fireworks {sorted(latest['nodes'])[0]}..{sorted(latest['nodes'])[-1]}); nothing "
             "added. Run workers, or submit with --rerun-fizzled."
         )
+    slot = f"{campaign_id}#{len(workflows)}"
+    now = datetime.now(UTC)
+    claim = {"_id": slot, "campaign_id": campaign_id, "submitted_on": now.isoformat()}
     try:
-        launchpad.db[SUBMISSIONS].insert_one(
-            {
-                "_id": f"{campaign_id}#{len(workflows)}",
-                "campaign_id": campaign_id,
-                "submitted_on": datetime.now(UTC).isoformat(),
-            }
-        )
+        launchpad.db[SUBMISSIONS].insert_one(claim)
     except DuplicateKeyError:
-        return False, f"campaign {campaign_id} is being submitted by another process"
+        # a claim whose workflow never arrived (the submitter died) goes stale after a while
+        stale = (now - timedelta(seconds=STALE_CLAIM_SECONDS)).isoformat()
+        taken = launchpad.db[SUBMISSIONS].find_one_and_update(
+            {"_id": slot, "submitted_on": {"$lt": stale}}, {"$set": claim}
+        )
+        if taken is None:
+            return False, f"campaign {campaign_id} is being submitted by another process"
     return True, ""
+
+
+def require_persistent(results: ResultsStore) -> None:
+    """Refuse in-memory stores: each FireWorks job reopens the store from its spec, so an
+    in-memory one would be empty in every job (references to earlier outputs would break)."""
+    from maggma.stores import MemoryStore, MontyStore
+
+    stores = {
+        "job store": results.jobs.docs_store,
+        **{f"job store '{k}'": v for k, v in results.jobs.additional_stores.items()},
+        "campaigns store": results.campaigns,
+        "candidates store": results.candidates,
+    }
+    for name, store in stores.items():
+        # (maggma's MontyStore is a MemoryStore subclass; on disk unless its path is :memory:)
+        monty = isinstance(store, MontyStore)
+        if (isinstance(store, MemoryStore) and not monty) or (
+            monty and store.database_path == ":memory:"
+        ):
+            raise ValueError(
+                f"the {name} is in memory ({type(store).__name__}); FireWorks workers need a "
+                "persistent store: an embedded folder (--store DIR) or MongoDB (--store YAML)"
+            )
 
 
 def submit_campaign(
@@ -134,6 +161,7 @@ def submit_campaign(
         As :func:`pipeline.campaign.prepare_campaign`; a LaunchPadError for a LaunchPad that
         cannot be opened.
     """
+    require_persistent(results)
     categories = categories or Categories()
     execution = {
         "manager": "fireworks",
@@ -151,6 +179,7 @@ def submit_campaign(
             score = results.jobs.get_output(output_uuid, load=True)
             record_score(results, document, score, reused_jobs=reused)
             return Submission(campaign_id, False, "every job already finished", [], reused)
+        workflow = campaign_workflow(flow, campaign_id, results, categories)  # before claiming
         claimed, why = _claim(launchpad, campaign_id)
         if not claimed and rerun_fizzled:
             query = {"spec.campaign_id": campaign_id, "state": "FIZZLED"}
@@ -160,7 +189,6 @@ def submit_campaign(
             why = f"{len(fizzled)} fizzled Fireworks set to rerun: {fizzled}"
         if not claimed:
             return Submission(campaign_id, False, why, [], reused)
-        workflow = campaign_workflow(flow, campaign_id, results, categories)
         mapping = launchpad.add_wf(workflow)
     fw_ids = sorted(mapping.values())
     return Submission(

@@ -397,3 +397,18 @@ def test_a_failing_dft_job_fizzles_for_its_candidate_only_and_status_shows_it(tm
     # the jobs made at run time (per-candidate DFT, GPAW hull references) went to CPU workers
     fireworks = [fw for fw in fireworks_in(tmp_path / "lp.json") if fw["name"] != "generate"]
     assert len(fireworks) > 20 and {fw["spec"].get("_category") for fw in fireworks} == {"cpu"}
+
+
+def test_an_in_memory_store_is_refused_for_fireworks(tmp_path):
+    from jobflow import JobStore
+    from maggma.stores import MemoryStore
+
+    from pipeline.campaign import CampaignConfig
+    from pipeline.store import ResultsStore
+    from pipeline.submit import submit_campaign
+
+    memory = ResultsStore(JobStore(MemoryStore()), MemoryStore(), MemoryStore())
+    location = LaunchPadLocation.parse(f"embedded:{tmp_path / 'lp.json'}")
+    with pytest.raises(ValueError, match="job store is in memory.*persistent store"):
+        submit_campaign("Li-O", CampaignConfig(), memory, location)
+    assert not (tmp_path / "lp.json").exists()  # refused before the LaunchPad was touched

@@ -18,4 +18,5 @@ flow = Flow([tally(i, tally_file) for i in range(int(count))], name="tally")
 with open_launchpad(LaunchPadLocation.parse(f"embedded:{launchpad_file}")) as launchpad:
     from jobflow.managers.fireworks import flow_to_workflow
 
-    launchpad.add_wf(flow_to_workflow(flow, store=ResultsStore.embedded(store_folder).jobs))
+    results = ResultsStore.embedded(store_folder).connect()  # as `campaign submit` does
+    launchpad.add_wf(flow_to_workflow(flow, store=results.jobs))
