@@ -17,6 +17,7 @@ import io
 import logging
 import math
 import os
+import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -54,7 +55,10 @@ _ALIASES = {
     **dict.fromkeys(("sevennet", "sevennet-0", "7net", "7net-0"), "7net-0"),
     **dict.fromkeys(("7net-l3i5", "sevennet-l3i5"), "7net-l3i5"),
 }
-_CALCULATORS: dict[tuple[str, str], tuple[Calculator, str]] = {}
+# An ASE calculator keeps the last structure and results it computed, so it must not be
+# shared between threads (two rocket threads of one FireWorks worker would read each other's
+# forces): the cache is per thread.
+_CALCULATORS = threading.local()
 
 
 def canonical_model_name(name: str) -> str:
@@ -71,7 +75,7 @@ def canonical_model_name(name: str) -> str:
 
 
 def load_calculator(name: str, device: str = "cpu") -> tuple[Calculator, str]:
-    """An ASE calculator for ``name`` and its level-of-theory tag, cached per process.
+    """An ASE calculator for ``name`` and its level-of-theory tag, cached per thread.
 
     Parameters
     ----------
@@ -87,17 +91,18 @@ def load_calculator(name: str, device: str = "cpu") -> tuple[Calculator, str]:
         The package or its weights are not on this machine (raised at once, no download).
     """
     key = (canonical_model_name(name), device)
-    if key not in _CALCULATORS:
+    loaded: dict[tuple[str, str], tuple[Calculator, str]] = _CALCULATORS.__dict__
+    if key not in loaded:
         model = key[0]
         if model == "chgnet":
-            _CALCULATORS[key] = _load_chgnet(device)
+            loaded[key] = _load_chgnet(device)
         elif model in _SEVENNET_SHIPPED:
-            _CALCULATORS[key] = _load_sevennet(model, device)
+            loaded[key] = _load_sevennet(model, device)
         elif model.lower().startswith("matgl:"):
-            _CALCULATORS[key] = _load_matgl(model.split(":", 1)[1], device)
+            loaded[key] = _load_matgl(model.split(":", 1)[1], device)
         else:
-            _CALCULATORS[key] = _load_mattersim(device)
-    return _CALCULATORS[key]
+            loaded[key] = _load_mattersim(device)
+    return loaded[key]
 
 
 def _load_chgnet(device: str) -> tuple[Calculator, str]:

@@ -144,6 +144,10 @@ class _Worker:
         self.started = 0  # launches begun or reserved
         self.busy = 0  # threads inside a launch attempt
         self.report = WorkerReport()
+        self.lost_after = 0.0  # seconds without a ping that make a RUNNING Firework lost
+        # Only a LaunchPad other processes use can lose runs while this worker lives (an
+        # embedded one is checked once, on start, when every RUNNING Firework is lost).
+        self.shared_launchpad = True
         self.name = f"crystalforge-{socket.gethostname()}-{os.getpid()}"
 
     def _reserve(self) -> bool:
@@ -223,8 +227,8 @@ class _Worker:
             if not others_busy and waited >= self.settings.idle_timeout:
                 return
             time.sleep(self.settings.poll_seconds)
-            if not others_busy and self.settings.lost_after is not None:
-                self.detect_lost_runs(self.settings.lost_after)
+            if self.shared_launchpad and not others_busy:  # another worker may have died
+                self.detect_lost_runs(self.lost_after)
 
 
 def run_worker(
@@ -245,12 +249,14 @@ def run_worker(
         from fireworks.fw_config import RUN_EXPIRATION_SECS
 
         worker = _Worker(launchpad, settings, log)
-        first_check = 0.0 if location.embedded else RUN_EXPIRATION_SECS
         if settings.lost_after is not None:
-            first_check = settings.lost_after
+            worker.lost_after = settings.lost_after
             # ping often enough that a live run is never mistaken for a lost one
             rocket_module.PING_TIME_SECS = max(1, min(3600, int(settings.lost_after / 4)))
-        worker.detect_lost_runs(first_check)
+        else:  # embedded: nothing else can be running (see the module docstring)
+            worker.lost_after = 0.0 if location.embedded else RUN_EXPIRATION_SECS
+        worker.shared_launchpad = not location.embedded
+        worker.detect_lost_runs(worker.lost_after)
         if settings.threads == 1:
             worker.rocket_loop(0)
         else:

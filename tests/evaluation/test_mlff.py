@@ -186,3 +186,34 @@ def test_mlff_hull_reference_same_level() -> None:
     assert again.formation_energy_per_atom("AuCu", relaxed.energy_per_atom) == pytest.approx(
         result.formation_energy_per_atom, abs=1e-4
     )
+
+
+def test_threads_relaxing_at_once_get_the_results_of_one_thread() -> None:
+    """ASE calculators keep their last results: shared between threads (a FireWorks worker's
+    rocket threads) they returned another structure's forces. Each thread has its own."""
+    import threading
+
+    structures = [
+        Structure(Lattice.cubic(a), ["Cu", "Au"], [[0, 0, 0], [0.5, 0.5, 0.5]]) for a in (3.1, 3.3)
+    ] + [
+        Structure(Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]) for a in (3.0, 3.2)
+    ]
+    alone = [
+        relax_structures([s], "chgnet", fmax=0.1, max_steps=30, progress=False)[0]
+        for s in structures
+    ]
+    together: dict[int, mlff.RelaxResult] = {}
+
+    def relax(index: int) -> None:
+        together[index] = relax_structures(
+            [structures[index]], "chgnet", fmax=0.1, max_steps=30, progress=False
+        )[0]
+
+    threads = [threading.Thread(target=relax, args=(i,)) for i in range(len(structures))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index, result in enumerate(alone):
+        assert together[index].ok, together[index].reason
+        assert together[index].energy_per_atom == pytest.approx(result.energy_per_atom, abs=1e-5)
