@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
+    from pipeline.campaign import CampaignConfig
     from pipeline.store import ResultsStore
 
 # MLFF work on small machines: one thread per process is 4-8x faster than oversubscription,
@@ -328,7 +329,7 @@ ModelStepsOption = Annotated[
 ]
 
 
-def campaign_settings(config: Path | None, **overrides: Any):
+def campaign_settings(config: Path | None, **overrides: Any) -> CampaignConfig:
     """The campaign YAML (if any) with the CLI's overrides; bad values exit 2 naming the flag."""
     import yaml
     from pydantic import ValidationError

@@ -50,10 +50,6 @@ class Progress:
     failures: list[Failure] = field(default_factory=list)
     rerun_after_lost: list[int] = field(default_factory=list)
 
-    @property
-    def total(self) -> Counter:
-        return sum(self.stages.values(), Counter())
-
     def lines(self) -> list[str]:
         """A table a person reads: one row per stage, then the failures."""
         rows = []

@@ -136,18 +136,26 @@ def make_threads_safe() -> None:
 class _Worker:
     """The shared state of one worker's rocket threads."""
 
-    def __init__(self, launchpad: Any, settings: WorkerSettings, log: Callable[[str], None]):
+    def __init__(
+        self,
+        launchpad: Any,
+        settings: WorkerSettings,
+        log: Callable[[str], None],
+        *,
+        lost_after: float,
+        shared_launchpad: bool,
+    ):
         self.launchpad = launchpad
         self.settings = settings
         self.log = log
+        self.lost_after = lost_after  # seconds without a ping that make a RUNNING Firework lost
+        # Only a LaunchPad other processes use can lose runs while this worker lives (an
+        # embedded one is checked once, on start, when every RUNNING Firework is lost).
+        self.shared_launchpad = shared_launchpad
         self.lock = threading.Lock()
         self.started = 0  # launches begun or reserved
         self.busy = 0  # threads inside a launch attempt
         self.report = WorkerReport()
-        self.lost_after = 0.0  # seconds without a ping that make a RUNNING Firework lost
-        # Only a LaunchPad other processes use can lose runs while this worker lives (an
-        # embedded one is checked once, on start, when every RUNNING Firework is lost).
-        self.shared_launchpad = True
         self.name = f"crystalforge-{socket.gethostname()}-{os.getpid()}"
 
     def _reserve(self) -> bool:
@@ -248,15 +256,16 @@ def run_worker(
         import fireworks.core.rocket as rocket_module
         from fireworks.fw_config import RUN_EXPIRATION_SECS
 
-        worker = _Worker(launchpad, settings, log)
         if settings.lost_after is not None:
-            worker.lost_after = settings.lost_after
+            lost_after = settings.lost_after
             # ping often enough that a live run is never mistaken for a lost one
-            rocket_module.PING_TIME_SECS = max(1, min(3600, int(settings.lost_after / 4)))
+            rocket_module.PING_TIME_SECS = max(1, min(3600, int(lost_after / 4)))
         else:  # embedded: nothing else can be running (see the module docstring)
-            worker.lost_after = 0.0 if location.embedded else RUN_EXPIRATION_SECS
-        worker.shared_launchpad = not location.embedded
-        worker.detect_lost_runs(worker.lost_after)
+            lost_after = 0.0 if location.embedded else RUN_EXPIRATION_SECS
+        worker = _Worker(
+            launchpad, settings, log, lost_after=lost_after, shared_launchpad=not location.embedded
+        )
+        worker.detect_lost_runs(lost_after)
         if settings.threads == 1:
             worker.rocket_loop(0)
         else:
