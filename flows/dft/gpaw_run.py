@@ -21,6 +21,7 @@ from flows.dft.gpaw import (
     GpawElasticMaker,
     GpawRelaxMaker,
     GpawStaticMaker,
+    align_for_elastic,
     read_task_tags,
 )
 from flows.dft.gpaw_settings import GpawInputSet
@@ -151,8 +152,10 @@ class GpawTasksMaker(Maker):
             elastic_relax = GpawRelaxMaker(
                 name="GPAW elastic relax", settings=self.settings, relax_cell=False
             )
-            elastic = GpawElasticMaker(elastic_relax_maker=elastic_relax).make(current)
-            jobs.append(elastic)
+            aligned = align_for_elastic(current)  # Cartesian strains keep the most symmetry
+            aligned.name = "GPAW elastic orientation"
+            elastic = GpawElasticMaker(elastic_relax_maker=elastic_relax).make(aligned.output)
+            jobs += [aligned, elastic]
             outputs["elastic"] = elastic.output
         summary = summarise_gpaw_run(structure, list(tasks), self.settings.model_dump(), **outputs)
         summary.name = "GPAW summary"

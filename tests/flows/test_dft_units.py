@@ -250,7 +250,32 @@ def test_gpaw_graph_has_one_job_per_task_and_a_summary_that_survives_failures():
     assert names == ["GPAW relax", "GPAW static", "GPAW band gap", "GPAW summary"]
     assert flow.jobs[-1].config.on_missing_references == OnMissing.NONE
     elastic = GpawTasksMaker(tasks=("elastic",)).make(rocksalt())
-    assert [j.name for j in elastic.jobs] == ["GPAW elastic", "GPAW summary"]
+    names = [j.name for j in elastic.jobs]
+    assert names == ["GPAW elastic orientation", "GPAW elastic", "GPAW summary"]
+
+
+def test_the_elastic_task_deforms_the_cell_rotated_onto_its_symmetry_axes():
+    """Si built from CIF parameters (a along x) is rotated so its cubic axes are x, y, z:
+    a rigid rotation, same cell and atoms, that keeps the most symmetry under Cartesian
+    strains (the elastic task's cost in GPAW)."""
+    import numpy as np
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    from flows.dft.gpaw import aligned_with_symmetry_axes
+
+    a = 5.43 / np.sqrt(2)
+    si = Structure(Lattice.from_parameters(a, a, a, 60, 60, 60), ["Si"] * 2, [[0] * 3, [0.25] * 3])
+    aligned = aligned_with_symmetry_axes(si)
+    conventional = SpacegroupAnalyzer(aligned).get_conventional_standard_structure().lattice
+    assert np.allclose(conventional.matrix, 5.43 * np.eye(3), atol=1e-6)
+    assert aligned.lattice.abc == pytest.approx(si.lattice.abc)
+    assert np.allclose(aligned.frac_coords, si.frac_coords)
+    assert np.allclose(aligned.distance_matrix, si.distance_matrix)
+    lattice = Lattice.from_parameters(4.1, 4.7, 5.3, 81, 97, 104)
+    triclinic = Structure(lattice, ["Na", "Cl"], [[0] * 3, [0.4, 0.3, 0.6]])
+    turned = aligned_with_symmetry_axes(triclinic)
+    assert turned.lattice.abc == pytest.approx(triclinic.lattice.abc)
+    assert turned.lattice.angles == pytest.approx(triclinic.lattice.angles)
 
 
 def test_campaign_refuses_properties_without_a_dft_engine_and_a_missing_dft_code(
