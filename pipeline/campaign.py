@@ -192,14 +192,15 @@ def check_campaign(chemsys: str, config: CampaignConfig, *, check_dft_here: bool
 
 
 def prepare_campaign(
-    chemsys: str,
+    system: str,
     config: CampaignConfig,
     store: ResultsStore,
     campaign_id: str | None = None,
     *,
     execution: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Create (or refresh) the campaign document of a checked campaign; returns it.
+    """Create (or refresh) the campaign document of a campaign ``system`` that
+    :func:`check_campaign` accepted; returns it.
 
     ``execution`` describes a FireWorks submission (the document's status is then
     ``submitted``); by default the campaign runs here.
@@ -207,9 +208,8 @@ def prepare_campaign(
     Raises
     ------
     ValueError
-        For an id already used for another chemical system (and as :func:`check_campaign`).
+        For an id already used for another chemical system.
     """
-    system = check_campaign(chemsys, config, check_dft_here=execution is None)
     campaign_id = campaign_id or default_campaign_id(system, config)
     existing = store.campaign(campaign_id)
     if existing and existing["chemsys"] != system:
@@ -228,12 +228,17 @@ def prepare_campaign(
 
 
 def record_score(
-    store: ResultsStore, document: dict[str, Any], score: dict[str, Any], **extra: Any
+    store: ResultsStore,
+    document: dict[str, Any],
+    score: dict[str, Any],
+    wall: float | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
     """Write a finished campaign's candidates and mark its document completed; returns it.
 
     Candidates are upserted by (campaign, candidate), so recording twice duplicates nothing.
-    ``extra`` goes into the summary (e.g. the reused jobs).
+    ``wall`` (seconds) joins the stage timings; ``extra`` goes into the summary (e.g. the
+    reused jobs).
     """
     candidates = [
         CandidateDoc(campaign_id=document["campaign_id"], **candidate).model_dump()
@@ -244,7 +249,7 @@ def record_score(
         status="completed",
         updated_at=_now(),
         summary={**score["summary"], **extra},
-        timings=dict(score["timings"]),
+        timings={**score["timings"], **({"wall": wall} if wall is not None else {})},
     )
     store.save_campaign(document)
     return document
@@ -264,10 +269,8 @@ def record_campaign(score: dict[str, Any], campaign_id: str, results: ResultsSto
         if document is None:
             raise ValueError(f"campaign {campaign_id} is not in the results store")
         document.pop("_id", None)
-        record_score(store, document, score)
         started = datetime.fromisoformat(document["created_at"])
-        document["timings"]["wall"] = (datetime.now(UTC) - started).total_seconds()
-        store.save_campaign(document)
+        record_score(store, document, score, (datetime.now(UTC) - started).total_seconds())
     finally:
         store.close()
     return campaign_id
@@ -281,9 +284,10 @@ def run_campaign(
     Raises
     ------
     ValueError, DFTUnavailable
-        As :func:`prepare_campaign`.
+        As :func:`check_campaign` and :func:`prepare_campaign`.
     """
-    document = prepare_campaign(chemsys, config, store, campaign_id)
+    system = check_campaign(chemsys, config)
+    document = prepare_campaign(system, config, store, campaign_id)
     campaign_id = document["campaign_id"]
     flow = config.maker().make(document["chemsys"], campaign_id)
     output_uuid = flow.output.uuid
@@ -296,7 +300,4 @@ def run_campaign(
         document.update(status="failed", updated_at=_now())
         store.save_campaign(document)
         return document
-    record_score(store, document, score, reused_jobs=reused)
-    document["timings"]["wall"] = time.perf_counter() - started
-    store.save_campaign(document)
-    return document
+    return record_score(store, document, score, time.perf_counter() - started, reused_jobs=reused)

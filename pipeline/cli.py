@@ -329,8 +329,26 @@ ModelStepsOption = Annotated[
 ]
 
 
-def campaign_settings(config: Path | None, **overrides: Any) -> CampaignConfig:
-    """The campaign YAML (if any) with the CLI's overrides; bad values exit 2 naming the flag."""
+# The campaign options' parameter names (`campaign run`, `campaign submit`) -> config fields.
+CAMPAIGN_OPTIONS = {
+    "generator": "generator",
+    "input_file": "input",
+    "num_candidates": "num_candidates",
+    "top_k": "top_k",
+    "engine": "engine",
+    "properties": "properties",
+    "seed": "seed",
+    "max_steps": "max_steps",
+    "reference": "reference",
+    "checkpoint": "checkpoint",
+    "model_steps": "model_steps",
+}
+
+
+def campaign_settings(config: Path | None, options: dict[str, Any]) -> CampaignConfig:
+    """The campaign YAML (if any) overridden by the command's ``options`` (its arguments by
+    parameter name; those in :data:`CAMPAIGN_OPTIONS` are used); bad values exit 2 naming
+    the flag."""
     import yaml
     from pydantic import ValidationError
 
@@ -340,6 +358,7 @@ def campaign_settings(config: Path | None, **overrides: Any) -> CampaignConfig:
         raw = yaml.safe_load(config.read_text()) if config else {}
     except (OSError, yaml.YAMLError) as error:
         raise _fail(f"cannot read config {config}: {error}") from None
+    overrides = {field: options[name] for name, field in CAMPAIGN_OPTIONS.items()}
     properties = overrides.pop("properties", None)
     if properties:
         overrides["properties"] = [p.strip() for p in properties.split(",") if p.strip()]
@@ -388,20 +407,7 @@ def campaign_run(
     """Generate, pre-relax, filter, hull, select and score candidates for a chemical system."""
     from pipeline.campaign import run_campaign
 
-    settings = campaign_settings(
-        config,
-        generator=generator,
-        num_candidates=num_candidates,
-        top_k=top_k,
-        engine=engine,
-        seed=seed,
-        max_steps=max_steps,
-        reference=reference,
-        input=input_file,
-        checkpoint=checkpoint,
-        model_steps=model_steps,
-        properties=properties,
-    )
+    settings = campaign_settings(config, locals())
     with _opened_store(store) as results:
         try:
             document = run_campaign(chemsys, settings, results, campaign_id)

@@ -93,20 +93,7 @@ def campaign_submit(
     from pipeline.launchpad import LaunchPadError
     from pipeline.submit import Categories, submit_campaign
 
-    settings = campaign_settings(
-        config,
-        generator=generator,
-        num_candidates=num_candidates,
-        top_k=top_k,
-        engine=engine,
-        seed=seed,
-        max_steps=max_steps,
-        reference=reference,
-        input=input_file,
-        checkpoint=checkpoint,
-        model_steps=model_steps,
-        properties=properties,
-    )
+    settings = campaign_settings(config, locals())
     location = _location(launchpad)
     with _opened_store(store) as results:
         try:

@@ -151,8 +151,9 @@ _READ_ONLY = {
 # get_new_*_id change counters, but the calls that use the ids write the file right after.
 
 
+@functools.cache
 def _embedded_launchpad_class() -> type:
-    """``EmbeddedLaunchPad``, built on first use: fireworks may only be imported after
+    """``EmbeddedLaunchPad``, built once, on first use: fireworks may only be imported after
     :func:`_configure_mongomock`."""
     from fireworks import LaunchPad
 
@@ -255,7 +256,8 @@ def open_launchpad(location: LaunchPadLocation) -> Iterator[Any]:
 
 
 def launchpad_documents(location: LaunchPadLocation, collection: str, query: dict) -> list[dict]:
-    """Documents of one LaunchPad collection matching an equality ``query`` (read-only).
+    """Documents of one LaunchPad collection matching ``query`` (read-only): dotted fields
+    equal to a value, or ``{"$in": [...]}`` one of several.
 
     The embedded file is read as last written (no lock needed); MongoDB is queried directly.
     """
@@ -273,7 +275,13 @@ def launchpad_documents(location: LaunchPadLocation, collection: str, query: dic
         return []
     database = bson.json_util.loads(location.path.read_text()).get(DATABASE_NAME, {})
     documents = [doc for _, doc in database.get(collection, {}).get("documents", [])]
-    return [doc for doc in documents if all(_field(doc, k) == v for k, v in query.items())]
+    return [doc for doc in documents if all(_matches(_field(doc, k), v) for k, v in query.items())]
+
+
+def _matches(value: Any, condition: Any) -> bool:
+    if isinstance(condition, dict) and set(condition) == {"$in"}:
+        return value in condition["$in"]
+    return value == condition
 
 
 def _field(document: dict, dotted: str) -> Any:

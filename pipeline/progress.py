@@ -77,35 +77,41 @@ def error_line(launch: dict[str, Any]) -> str:
     return (raised or lines or [""])[-1]
 
 
-def _last_error(location: LaunchPadLocation, firework: dict[str, Any]) -> str:
-    for launch_id in reversed(firework.get("launches", [])):
-        launches = launchpad_documents(location, "launches", {"launch_id": launch_id})
-        if launches:
-            return error_line(launches[0])
-    return ""
-
-
 def campaign_progress(location: LaunchPadLocation, campaign_id: str) -> Progress:
     """Count the states of ``campaign_id``'s Fireworks per stage (in campaign order)."""
     fireworks = launchpad_documents(location, "fireworks", {"spec.campaign_id": campaign_id})
+    fizzled = [fw for fw in fireworks if fw.get("state") == "FIZZLED"]
+    last_launches = [fw["launches"][-1] for fw in fizzled if fw.get("launches")]
+    launches = (
+        {  # one read for all failures (an embedded LaunchPad is one file)
+            launch["launch_id"]: launch
+            for launch in launchpad_documents(
+                location, "launches", {"launch_id": {"$in": last_launches}}
+            )
+        }
+        if last_launches
+        else {}
+    )
     counted: dict[str, Counter] = {}
     progress = Progress()
     for firework in fireworks:
         spec = firework.get("spec", {})
         stage = spec.get("stage") or "other"
         counted.setdefault(stage, Counter())[firework.get("state", "?")] += 1
-        if firework.get("state") == "FIZZLED":
-            progress.failures.append(
-                Failure(
-                    fw_id=firework["fw_id"],
-                    name=firework.get("name", ""),
-                    stage=stage,
-                    candidate_id=spec.get("candidate_id"),
-                    error=_last_error(location, firework),
-                )
-            )
         if firework.get("archived_launches"):
             progress.rerun_after_lost.append(firework["fw_id"])
+    for firework in fizzled:
+        spec = firework.get("spec", {})
+        launch = launches.get((firework.get("launches") or [None])[-1], {})
+        progress.failures.append(
+            Failure(
+                fw_id=firework["fw_id"],
+                name=firework.get("name", ""),
+                stage=spec.get("stage") or "other",
+                candidate_id=spec.get("candidate_id"),
+                error=error_line(launch),
+            )
+        )
     order = [s for s in STAGES if s in counted] + sorted(set(counted) - set(STAGES))
     progress.stages = {stage: counted[stage] for stage in order}
     progress.failures.sort(key=lambda f: f.fw_id)

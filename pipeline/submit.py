@@ -97,10 +97,11 @@ def _claim(launchpad: Any, campaign_id: str) -> tuple[bool, str]:
     unfinished = [w for w in workflows if w.get("state") != "COMPLETED"]
     if unfinished:
         latest = max(unfinished, key=lambda w: str(w.get("updated_on", "")))
+        nodes = latest["nodes"]
         return False, (
             f"campaign {campaign_id} is already on the LaunchPad ({latest.get('state')}, "
-            f"Fireworks {sorted(latest['nodes'])[0]}..{sorted(latest['nodes'])[-1]}); nothing "
-            "added. Run workers, or submit with --rerun-fizzled."
+            f"Fireworks {min(nodes)}..{max(nodes)}); nothing added. Run workers, or submit "
+            "with --rerun-fizzled."
         )
     slot = f"{campaign_id}#{len(workflows)}"
     now = datetime.now(UTC)
@@ -158,8 +159,8 @@ def submit_campaign(
     Raises
     ------
     ValueError
-        As :func:`pipeline.campaign.prepare_campaign`; a LaunchPadError for a LaunchPad that
-        cannot be opened.
+        As :func:`pipeline.campaign.check_campaign` and ``prepare_campaign``; a
+        LaunchPadError for a LaunchPad that cannot be opened.
     """
     require_persistent(results)
     categories = categories or Categories()
@@ -168,11 +169,11 @@ def submit_campaign(
         "launchpad": str(location),
         "categories": {"generate": categories.generate, "default": categories.default},
     }
-    check_campaign(chemsys, config, check_dft_here=False)  # before the LaunchPad is opened
+    system = check_campaign(chemsys, config, check_dft_here=False)  # before the LaunchPad opens
     with open_launchpad(location) as launchpad:
-        document = prepare_campaign(chemsys, config, results, campaign_id, execution=execution)
+        document = prepare_campaign(system, config, results, campaign_id, execution=execution)
         campaign_id = document["campaign_id"]
-        flow = config.maker().make(document["chemsys"], campaign_id)
+        flow = config.maker().make(system, campaign_id)
         output_uuid = flow.output.uuid
         reused = drop_finished_jobs(flow, results)
         if not flow.jobs:  # everything already ran (e.g. locally): just record it
