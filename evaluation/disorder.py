@@ -14,10 +14,14 @@ cannot see this (it compares site species exactly), so this module adds:
 3. **Disordering**: every site holding an element of a group gets the group's composition as
    partial occupancies (scaled by how much of the site the group held), i.e. the most disordered
    structure the ordered one could be an approximation of.
-4. :class:`DisorderAwareMatcher`: ordered pairs first try the plain fit; failing that, the
-   disordered query is compared with pymatgen's ``OrderDisorderElementComparator`` (a site matches
-   when one element set contains the other), with supercells and subsets allowed, provided the
-   fractional compositions agree within tolerance.
+4. :class:`DisorderAwareMatcher`: the verdict of MatterGen 1.0.3's ``DisorderedStructureMatcher``
+   (its published evaluation): two ordered structures need the same reduced formula and match
+   by the plain ordered fit or, failing that, by comparing the disordered query (built from the
+   whole, unreduced query) with pymatgen's ``OrderDisorderElementComparator`` (a site matches
+   when one element set contains the other), supercells and subsets allowed; when either
+   structure is already disordered, the query is compared *as it is* under that comparator,
+   provided the fractional compositions agree within tolerance. The one deliberate departure is
+   a "same element set" requirement (see the class).
 """
 
 from __future__ import annotations
@@ -175,39 +179,57 @@ def compositions_agree(
 ) -> bool:
     """Whether two fractional element compositions agree element by element.
 
-    ``|x1 - x2| <= atol + rtol * |x2|`` for every element of either (a missing element counts 0),
-    the ``numpy.isclose`` rule with ``composition2`` as the reference.
+    pymatgen's ``Composition.almost_equals`` on the fractional element compositions:
+    ``|x1 - x2| <= atol + rtol * (|x1| + |x2|) / 2`` for every element of either (a missing
+    element counts 0). Symmetric in its arguments.
     """
     fractions1 = composition1.element_composition.fractional_composition
     fractions2 = composition2.element_composition.fractional_composition
-    elements = set(fractions1.elements) | set(fractions2.elements)
-    return all(
-        abs(fractions1[e] - fractions2[e]) <= atol + rtol * abs(fractions2[e]) for e in elements
-    )
+    return fractions1.almost_equals(fractions2, rtol=rtol, atol=atol)
 
 
 def _element_set(structure: Structure) -> frozenset[str]:
     return frozenset(str(e) for e in structure.composition.element_composition.elements)
 
 
+def _reduced_formula(structure: Structure) -> str:
+    with warnings.catch_warnings():
+        # formulas sort by electronegativity; pymatgen warns for noble gases without one
+        warnings.simplefilter("ignore", UserWarning)
+        return structure.composition.element_composition.reduced_formula
+
+
+def without_oxidation_states(structure: Structure) -> Structure:
+    """A copy with elements instead of ions (matching compares elements)."""
+    stripped = structure.copy()
+    stripped.remove_oxidation_states()
+    return stripped
+
+
 class DisorderAwareMatcher:
     """Match a query against a reference that may be, or be an ordering of, a solid solution.
 
-    ``fit(query, reference)`` is ``True`` when, with ``q`` and ``r`` the query and reference
-    without oxidation states, reduced the way ``StructureMatcher`` reduces them (Niggli, then
-    primitive cell when ``primitive_cell``):
+    ``fit(query, reference)`` gives the verdict of MatterGen 1.0.3's
+    ``DisorderedStructureMatcher.fit(query, reference)``. With ``q`` and ``r`` the query and
+    reference without oxidation states, and "reduced" meaning what ``StructureMatcher.fit`` does
+    to its inputs (Niggli, then primitive cell when ``primitive_cell``):
 
-    0. ``q`` and ``r`` have the same element set (chemical system) — a dopant present in one
-       only makes a different material, and it lets an index bucket references by chemical
-       system and still give exactly this verdict;
-    1. both are ordered, have the same reduced formula and the plain ordered matcher fits them
-       (``ElementComparator``, no supercell, no subset); or
-    2. their fractional compositions agree (:func:`compositions_agree`) and the disordered query
-       (:func:`disorder_structure` of ``q``, reduced again) fits ``r`` under
-       ``OrderDisorderElementComparator`` with ``attempt_supercell`` and ``allow_subset``.
+    0. ``q`` and ``r`` must have the same element set (chemical system), else ``False``;
+    1. identical (reduced) structures match;
+    2. both ordered: a different reduced formula never matches. Otherwise the plain ordered
+       matcher decides first (``ElementComparator``, no supercell, no subset); if it fails and
+       ``q`` has at least one pair of substitutable elements, the disordered query — the
+       *unreduced* ``q`` disordered (:func:`disorder_structure`), then reduced — is compared
+       with ``r`` under ``OrderDisorderElementComparator`` with ``attempt_supercell`` and
+       ``allow_subset``. A query with no substitutable pair does not match;
+    3. at least one disordered: the fractional compositions must agree
+       (:func:`compositions_agree`, pymatgen's ``almost_equals``), then ``q`` as it is (not
+       disordered) is compared with ``r`` under that same disordered comparator.
 
-    Case 2 covers a disordered reference (compared directly with the comparator) as well as an
-    ordered reference that is another ordering of the same solid solution.
+    Rule 0 is the one deliberate departure from MatterGen: it lets an index bucket references by
+    chemical system and still give exactly this verdict. Without it, rule 3's tolerance
+    (``atol=1e-2``, ``rtol=1e-1``) could match a structure that lacks an element present at
+    about 1 % atomic fraction or less in the other; rule 2 never crosses element sets anyway.
     """
 
     def __init__(
@@ -248,32 +270,59 @@ class DisorderAwareMatcher:
             comparator=OrderDisorderElementComparator(),
         )
 
-    def reduce(self, structure: Structure) -> Structure:
-        """Oxidation states removed, then reduced exactly as ``StructureMatcher.fit`` would."""
-        stripped = structure.copy()
-        stripped.remove_oxidation_states()
+    def _reduced(self, structure: Structure) -> Structure:
         # StructureMatcher's own (lru-cached) reduction, so skip_structure_reduction=True below
         # sees bit-for-bit the structures fit() would have built.
         return StructureMatcher._get_reduced_structure(
-            Structure.from_sites(stripped), self.primitive_cell, niggli=True
+            Structure.from_sites(structure), self.primitive_cell, niggli=True
         )
 
-    def disorder_reduced(self, reduced_query: Structure) -> Structure:
-        """The disordered counterpart of a reduced query, reduced again (case 2 of the class)."""
-        disordered = disorder_structure(
-            reduced_query, self.radius_tolerance, self.electronegativity_tolerance
+    def reduce(self, structure: Structure) -> Structure:
+        """Oxidation states removed, then reduced exactly as ``StructureMatcher.fit`` would."""
+        return self._reduced(without_oxidation_states(structure))
+
+    def reduced_disordered(self, query: Structure) -> Structure | None:
+        """The disordered query of rule 2 (see class), or ``None`` if nothing in it substitutes.
+
+        Parameters
+        ----------
+        query
+            The query as given — *not* reduced: disordering the reduced structure and reducing
+            again can end in a larger cell than reducing the disordered whole structure once,
+            and so miss matches.
+
+        Returns
+        -------
+        Structure | None
+            :func:`disorder_structure` of ``query`` (oxidation states dropped), reduced as
+            ``StructureMatcher.fit`` reduces its inputs; ``None`` when no two elements of the
+            query are substitutable (rule 2 then gives no match).
+        """
+        elements = query.composition.element_composition.elements
+        groups = substitution_groups(
+            elements, self.radius_tolerance, self.electronegativity_tolerance
         )
-        return StructureMatcher._get_reduced_structure(disordered, self.primitive_cell, niggli=True)
+        if all(len(group) == 1 for group in groups):
+            return None
+        disordered = disorder_structure(
+            query, self.radius_tolerance, self.electronegativity_tolerance
+        )
+        return self._reduced(disordered)
 
     def fit(self, query: Structure, reference: Structure) -> bool:
         """Whether ``query`` is ``reference`` or an ordered approximation of it (see class)."""
-        return self.fit_reduced(self.reduce(query), self.reduce(reference))
+        stripped = without_oxidation_states(query)
+        return self.fit_reduced(
+            self._reduced(stripped),
+            self.reduce(reference),
+            lambda: self.reduced_disordered(stripped),
+        )
 
     def fit_reduced(
         self,
         query: Structure,
         reference: Structure,
-        disordered_query: Structure | Callable[[], Structure] | None = None,
+        disordered_query: Structure | Callable[[], Structure | None] | None,
     ) -> bool:
         """:meth:`fit` on structures already passed through :meth:`reduce`.
 
@@ -282,30 +331,33 @@ class DisorderAwareMatcher:
         query, reference
             Outputs of :meth:`reduce`.
         disordered_query
-            ``disorder_reduced(query)``, or a callable returning it, when the caller caches it
-            (it is the same for every reference the query is compared with, and only needed when
-            the cheap checks pass).
+            :meth:`reduced_disordered` of the *unreduced* query (it cannot be rebuilt from the
+            reduced one; ``None`` when nothing in the query substitutes), or a callable
+            returning it, so a caller comparing one query with many references computes it
+            once, and only when rule 2 needs it.
         """
         if _element_set(query) != _element_set(reference):
             return False
-        query_composition = query.composition.element_composition
-        reference_composition = reference.composition.element_composition
-        if (
-            query.is_ordered
-            and reference.is_ordered
-            and len(query) == len(reference)  # the ordered matcher never maps different counts
-            and query_composition.reduced_formula == reference_composition.reduced_formula
-            and self.ordered_matcher.fit(query, reference, skip_structure_reduction=True)
-        ):
-            return True
+        if query.is_ordered and reference.is_ordered:
+            # (rule 1 needs no test here: identical ordered structures pass the ordered fit)
+            if _reduced_formula(query) != _reduced_formula(reference):
+                return False
+            if (
+                len(query) == len(reference)  # the ordered matcher never maps different counts
+                and self.ordered_matcher.fit(query, reference, skip_structure_reduction=True)
+            ):
+                return True
+            if callable(disordered_query):
+                disordered_query = disordered_query()
+            if disordered_query is None:
+                return False
+            return self.disordered_matcher.fit(
+                disordered_query, reference, skip_structure_reduction=True
+            )
         if not compositions_agree(
-            query_composition, reference_composition, self.composition_atol, self.composition_rtol
+            query.composition, reference.composition, self.composition_atol, self.composition_rtol
         ):
             return False
-        if disordered_query is None:
-            disordered_query = self.disorder_reduced(query)
-        elif callable(disordered_query):
-            disordered_query = disordered_query()
-        return self.disordered_matcher.fit(
-            disordered_query, reference, skip_structure_reduction=True
-        )
+        if query == reference:
+            return True
+        return self.disordered_matcher.fit(query, reference, skip_structure_reduction=True)

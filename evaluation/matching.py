@@ -16,9 +16,13 @@ Conventions
   is done once (and, for references, cached on disk); pairs are then compared with the verdict
   of ``fit(..., skip_structure_reduction=True)``, the same bit for bit
   (:class:`evaluation.matching_core.PairFitter`).
-* With ``disorder=True`` the ordered–disordered matcher of :mod:`evaluation.disorder` is used and
-  buckets are chemical systems (an ordered approximant has a different formula from its
-  disordered parent, but the same elements).
+* With ``disorder=True`` the verdict is that of the ordered–disordered matcher of
+  :mod:`evaluation.disorder` (MatterGen's ``DisorderedStructureMatcher``: two ordered structures
+  need the same reduced formula; an ordered approximant of a disordered parent has a different
+  formula but the same elements), and buckets are chemical systems, which that matcher never
+  crosses. Queries are prepared from the whole structure and keep it (their disordered
+  counterpart is built from it); references, also those prepared and cached on disk, only need
+  their reduced form.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import pymatgen.core
 from pymatgen.core import Structure
 from tqdm.auto import tqdm
 
+from evaluation.disorder import without_oxidation_states
 from evaluation.matching_core import (
     MatcherSettings,
     PairFitter,
@@ -45,7 +50,6 @@ from evaluation.matching_core import (
     bucket_key,
     make_disorder_matcher,
     make_matcher,
-    without_oxidation_states,
 )
 from evaluation.matching_store import (
     FORMAT_VERSION,

@@ -4,7 +4,9 @@
 :class:`PairFitter` is that everything ``StructureMatcher.fit`` recomputes per structure for every
 pair — removing oxidation states, the Niggli + primitive reduction, the composition hash — is done
 once per structure (:class:`PreparedStructure`), and pairs are then compared with the same verdict
-``fit`` gives, bit for bit.
+``fit`` gives, bit for bit. In disorder mode the verdict is
+:meth:`evaluation.disorder.DisorderAwareMatcher.fit`'s, and a query also keeps the structure it
+was prepared from, since its disordered counterpart is built from the unreduced structure.
 """
 
 from __future__ import annotations
@@ -91,13 +93,6 @@ def make_disorder_matcher(settings: MatcherSettings | None = None) -> DisorderAw
     )
 
 
-def without_oxidation_states(structure: Structure) -> Structure:
-    """A copy with elements instead of ions (matching compares elements)."""
-    stripped = structure.copy()
-    stripped.remove_oxidation_states()
-    return stripped
-
-
 def bucket_key(structure: Structure, disorder: bool = False) -> str:
     """The bucket a structure is compared within.
 
@@ -126,16 +121,37 @@ class PreparedStructure:
     Besides the reduced structure it caches what every comparison would otherwise recompute:
     the comparator hash, the volume, the sorted cell lengths and the successive minima of the
     lattice (for the exact lattice pre-check of :meth:`PairFitter.fit`).
+
+    Attributes
+    ----------
+    reduced
+        The reduced structure.
+    unreduced
+        The structure it was prepared from (no oxidation states), kept by
+        :meth:`PairFitter.prepare`; ``None`` for references read back from a store, which are
+        only ever compared as references (a disorder-mode *query* needs it).
     """
 
     reduced: Structure
-    _disorder_fn: Callable[[Structure], Structure] | None = field(default=None, repr=False)
+    unreduced: Structure | None = field(default=None, repr=False)
+    _disorder_fn: Callable[[Structure], Structure | None] | None = field(default=None, repr=False)
 
     @cached_property
-    def disordered(self) -> Structure:
-        """Reduced disordered counterpart (disorder mode, computed once per query on demand)."""
-        assert self._disorder_fn is not None
-        return self._disorder_fn(self.reduced)
+    def disordered(self) -> Structure | None:
+        """The query's reduced disordered counterpart, ``None`` if nothing in it substitutes.
+
+        Disorder mode only: built from :attr:`unreduced`
+        (:meth:`evaluation.disorder.DisorderAwareMatcher.reduced_disordered`), once per query
+        and only when an ordered pair needs it.
+        """
+        if self.unreduced is None:
+            raise ValueError(
+                "prepared without its unreduced structure (a stored reference): it cannot be a "
+                "disorder-mode query"
+            )
+        if self._disorder_fn is None:
+            raise ValueError("not prepared in disorder mode: no disordered counterpart")
+        return self._disorder_fn(self.unreduced)
 
     @cached_property
     def composition_hash(self):
@@ -187,15 +203,20 @@ class PairFitter:
         self.same_size_only = not settings.attempt_supercell and not settings.allow_subset
 
     def prepare(self, structure: Structure) -> PreparedStructure:
-        """``structure`` must already be without oxidation states."""
+        """``structure`` must already be without oxidation states; it is kept (not copied) as
+        :attr:`PreparedStructure.unreduced`, which a disorder-mode query needs."""
         reduced = StructureMatcher._get_reduced_structure(
             Structure.from_sites(structure), self.settings.primitive_cell, niggli=True
         )
-        disorder_fn = self.disorder_matcher.disorder_reduced if self.disorder_matcher else None
-        return PreparedStructure(reduced, disorder_fn)
+        disorder_fn = self.disorder_matcher.reduced_disordered if self.disorder_matcher else None
+        return PreparedStructure(reduced, structure, disorder_fn)
 
     def fit(self, query: PreparedStructure, reference: PreparedStructure) -> bool:
-        """``make_matcher(settings).fit(query, reference)``, or the disorder matcher's verdict."""
+        """``make_matcher(settings).fit(query, reference)``, or the disorder matcher's verdict.
+
+        In disorder mode ``query`` must come from :meth:`prepare` (it needs its unreduced
+        structure); ``reference`` may be a stored reference.
+        """
         if self.disorder_matcher is not None:
             return self.disorder_matcher.fit_reduced(
                 query.reduced, reference.reduced, lambda: query.disordered
