@@ -59,6 +59,10 @@ _ALIASES = {
 # shared between threads (two rocket threads of one FireWorks worker would read each other's
 # forces): the cache is per thread.
 _CALCULATORS = threading.local()
+# Loading is serialised: CHGNet's loader prints, and the process-wide stdout swap that silences
+# it, done by two threads at once, can leave stdout swallowed for good (a 2-thread worker's
+# report lines vanished when both its first shards loaded CHGNet together).
+_LOADING = threading.Lock()
 
 
 def canonical_model_name(name: str) -> str:
@@ -94,14 +98,15 @@ def load_calculator(name: str, device: str = "cpu") -> tuple[Calculator, str]:
     loaded: dict[tuple[str, str], tuple[Calculator, str]] = _CALCULATORS.__dict__
     if key not in loaded:
         model = key[0]
-        if model == "chgnet":
-            loaded[key] = _load_chgnet(device)
-        elif model in _SEVENNET_SHIPPED:
-            loaded[key] = _load_sevennet(model, device)
-        elif model.lower().startswith("matgl:"):
-            loaded[key] = _load_matgl(model.split(":", 1)[1], device)
-        else:
-            loaded[key] = _load_mattersim(device)
+        with _LOADING:
+            if model == "chgnet":
+                loaded[key] = _load_chgnet(device)
+            elif model in _SEVENNET_SHIPPED:
+                loaded[key] = _load_sevennet(model, device)
+            elif model.lower().startswith("matgl:"):
+                loaded[key] = _load_matgl(model.split(":", 1)[1], device)
+            else:
+                loaded[key] = _load_mattersim(device)
     return loaded[key]
 
 
