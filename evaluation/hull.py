@@ -17,6 +17,10 @@ Two references:
 
 Both build a pymatgen ``PhaseDiagram`` of one chemical system on demand from an index by element
 set (a k-element system touches its 2^k - 1 subsystems only) and keep it in an LRU cache.
+
+Every :class:`HullResult` says how complete the hull behind it is: its ``coverage``
+(:class:`~evaluation.known_phases.HullCoverage`) counts the system's known DFT hull phases
+(Materials Project, :mod:`evaluation.known_phases`) that the reference holds.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +47,7 @@ from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition, Element
 from pymatgen.entries.computed_entries import ComputedEntry
 
+from evaluation.known_phases import HullCoverage, known_phases
 from evaluation.paths import reference_dir
 
 logger = logging.getLogger(__name__)
@@ -122,9 +127,16 @@ class HullResult:
     decomposition
         The hull phases at this composition: reduced formula -> fraction of atoms.
     reference, level_of_theory, correction
-        The reference set used, the level of theory, and the query's correction scheme.
+        The reference set used, the level of theory of the queried energy, and its correction
+        scheme.
     reference_correction, correction_mismatch
         The reference's correction scheme and whether it differs from the query's.
+    reference_level
+        The level of theory of the reference's energies: the query's own for a same-level
+        hull; ``dft:...`` when MLFF energies are placed on a DFT hull
+        (:mod:`evaluation.screening_hull`), which :attr:`label` then says.
+    coverage
+        The known hull phases of the system the reference holds (``None``: not computed).
     """
 
     formula: str
@@ -138,13 +150,38 @@ class HullResult:
     correction: str
     reference_correction: str
     correction_mismatch: bool = False
+    reference_level: str = ""
+    coverage: HullCoverage | None = None
+
+    def __post_init__(self) -> None:
+        self.reference_level = self.reference_level or self.level_of_theory
+
+    @property
+    def label(self) -> str:
+        """What the E_hull compares: ``mlff:chgnet-0.3.0`` (same level) or
+        ``mlff:chgnet-0.3.0 vs dft:mp-gga-ggau``."""
+        if self.reference_level == self.level_of_theory:
+            return self.level_of_theory
+        return f"{self.level_of_theory} vs {self.reference_level}"
 
     def is_stable(self, threshold: float = 0.0) -> bool:
         """``e_above_hull <= threshold`` (with 1e-8 eV/atom numerical slack)."""
         return self.e_above_hull <= threshold + 1e-8
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["coverage"] = self.coverage.to_dict() if self.coverage else None
+        data["label"] = self.label
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> HullResult:
+        """Inverse of :meth:`to_dict`."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        if values.get("coverage") is not None:
+            values["coverage"] = HullCoverage.from_dict(values["coverage"])
+        return cls(**values)
 
 
 class HullReference(ABC):
@@ -163,6 +200,7 @@ class HullReference(ABC):
         self.level_of_theory, self.correction = resolve_level(level_of_theory, correction)
         self._cache_size = cache_size
         self._pd_cache: OrderedDict[frozenset[str], PhaseDiagram] = OrderedDict()
+        self._coverage_cache: dict[frozenset[str], HullCoverage] = {}
 
     # --- what subclasses provide -----------------------------------------------------------
     @property
@@ -235,6 +273,26 @@ class HullReference(ABC):
             self._pd_cache.popitem(last=False)
         return diagram
 
+    def formulas(self, chemsys: str | Iterable[str] | Composition) -> set[str]:
+        """Reduced formulas of the compounds this reference holds within a system."""
+        elements = sorted(chemsys_elements(chemsys))
+        held: set[str] = set()
+        for size in range(2, len(elements) + 1):
+            for subset in itertools.combinations(elements, size):
+                held.update(
+                    e.composition.reduced_formula for e in self._entries_of(frozenset(subset))
+                )
+        return held
+
+    def coverage(self, chemsys: str | Iterable[str] | Composition) -> HullCoverage:
+        """Which known DFT hull phases of the system this reference holds (cached)."""
+        elements = chemsys_elements(chemsys)
+        if elements not in self._coverage_cache:
+            self._coverage_cache[elements] = known_phases().coverage(
+                elements, self.formulas(elements)
+            )
+        return self._coverage_cache[elements]
+
     def formation_energy_per_atom(
         self, composition: Composition | str, energy_per_atom: float
     ) -> float:
@@ -305,6 +363,7 @@ class HullReference(ABC):
             correction=resolve_level(level_of_theory, correction)[1],
             reference_correction=self.correction,
             correction_mismatch=mismatch,
+            coverage=self.coverage(comp),
         )
 
     def _linear_program_hull(self, comp: Composition) -> tuple[float, dict[str, float]]:

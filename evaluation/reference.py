@@ -25,6 +25,7 @@ from pymatgen.core import Structure
 from evaluation.crystal_formats import check_structure
 from evaluation.crystal_io import atomic_output, read_crystals, write_jsonl
 from evaluation.hull import MP_E_FORM_FILE, convert_mp_e_form_csv
+from evaluation.known_phases import KNOWN_PHASES_FILE, MP20_NEAR_HULL_FILE, build_known_phases
 from evaluation.paths import reference_dir
 from evaluation.records import CrystalInputError, CrystalRecord, ReadProblem, ReadResult
 
@@ -259,9 +260,13 @@ def build_reference_set(
     for name in ELEMENT_REFERENCE_FILES:
         shutil.copyfile(energies_dir / name, out / name)
         copied[name] = _sha256(out / name)
-    # The composition-level DFT hull reference (MP formation energies) ships beside them.
+    # The composition-level DFT hull reference (MP formation energies) ships beside them, with
+    # the known MP compositions and hull phases and MP-20's near-hull energies.
     convert_mp_e_form_csv(energies_dir / "mp_e_form.csv", out / MP_E_FORM_FILE)
     copied[MP_E_FORM_FILE] = _sha256(out / MP_E_FORM_FILE)
+    known_counts = build_known_phases(energies_dir, out)
+    for name in (KNOWN_PHASES_FILE, MP20_NEAR_HULL_FILE):
+        copied[name] = _sha256(out / name)
 
     counts: dict[str, int] = {}
     for record in records:
@@ -276,6 +281,7 @@ def build_reference_set(
         "skipped": skipped,
         "duplicates_dropped": duplicates,
         "copied_files": copied,
+        "known_phases": known_counts,
         "build_date": datetime.now(UTC).isoformat(timespec="seconds"),
         "built_with": {name: _package_version(name) for name in ("crystalforge", "pymatgen")},
     }
@@ -338,6 +344,16 @@ def _sources_markdown(counts: dict[str, int], n_skipped: int, n_duplicates: int)
             "correction scheme, MP 2018) from matbench_mp_e_form (A. Dunn et al., npj Comput. "
             "Mater. 6, 138 (2020)), reduced to the lowest energy per reduced formula by "
             "`evaluation.hull.convert_mp_e_form_csv`; CC-BY-4.0 (Materials Project).",
+            "",
+            f"- `{KNOWN_PHASES_FILE}`: every known Materials Project composition (the union of "
+            "matbench_mp_e_form, the MP energy-above-hull table and MP-20's near-hull phases) "
+            "with the complete DFT hulls it lies on (legacy MP 2018, MP's E_hull table) and its "
+            "MP-20 ids; it tells how complete a hull reference is and which compositions are "
+            "known (`evaluation.known_phases`); CC-BY-4.0 (Materials Project).",
+            f"- `{MP20_NEAR_HULL_FILE}`: the MP-20 phases within 25 meV/atom of an MLIP hull "
+            "(36,681 MP ids) with their DFT formation energies on the MP2020 correction scale "
+            "and band gaps; the DFT hull MLFF energies are screened against "
+            "(`evaluation.screening_hull`); CC-BY-4.0 (Materials Project).",
             "",
             "Energies from these files and the `energy_per_atom`/formation-energy properties "
             "above come from different codes, functionals and correction schemes: never put "

@@ -10,6 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from evaluation.crystal_io import read_crystals
@@ -81,6 +82,19 @@ def mini_shared(tmp_path) -> Path:
         json.dump(small, handle)
     # A few MP formation energies: the composition-level hull reference is built alongside.
     (energies / "mp_e_form.csv").write_text("formula,target\nSiO2,-3.0\nAl2O3,-3.4\nSiO2,-2.9\n")
+    # ... and the known phases: an MP E_hull table and MP-20's near-hull phases
+    (energies / "mp_e_hull").mkdir()
+    (energies / "mp_e_hull" / "train.csv").write_text("formula,target\nSiO2,0.0\nAl2SiO5,0.02\n")
+    (energies / "mp20_hulls").mkdir()
+    pd.DataFrame(
+        {
+            "material_id": ["mp-6930"],
+            "pretty_formula": ["SiO2"],
+            "species_at_sites": [["Si", "Si", "Si", "O", "O", "O", "O", "O", "O"]],
+            "formation_energy_per_atom": [-3.03],
+            "band_gap": [5.7],
+        }
+    ).to_parquet(energies / "mp20_hulls" / "mini_above_hull_dataset.parquet")
     return mini
 
 
@@ -117,6 +131,8 @@ def test_build_writes_every_source_with_counts_and_provenance(mini_shared, tmp_p
     assert all("energy_per_atom" in r.properties for r in by_source["mp-pbe-element-refs"])
     assert all("formation_energy_per_atom" in r.properties for r in by_source["lemat/jarvis"])
     assert all("spacegroup" in r.properties for r in by_source["lemat/mp"])
+    assert manifest["known_phases"]["known_compositions"] == 3  # SiO2, Al2O3, Al2SiO5
+    assert {"known_phases.csv.gz", "mp20_near_hull.csv.gz"} <= set(manifest["copied_files"])
 
 
 def test_build_is_byte_reproducible_and_hashes_its_output(mini_shared, tmp_path):
