@@ -14,7 +14,8 @@ export OMP_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 
 .PHONY: install install-gpaw demo demo-mattergen demo-evaluate test test-slow lint format reference benchmark-novelty \
-	benchmark-prerelax benchmark-sampling benchmark-quality benchmark-dft benchmark-fireworks dataset clean
+	benchmark-prerelax benchmark-sampling benchmark-quality benchmark-dft benchmark-fireworks \
+	benchmark-hull-screening dataset clean
 
 install: $(STAMP)
 
@@ -90,6 +91,11 @@ benchmark-dft: $(GPAW_STAMP)
 
 benchmark-fireworks: $(STAMP)
 	$(BIN)/python benchmarks/fireworks.py
+
+# Screening error of each hull choice on known MP-20 phases (CHGNet, SevenNet) and the hull
+# coverage of generated samples' systems (~40 min on 2 cores, cold cache).
+benchmark-hull-screening: $(STAMP)
+	$(BIN)/python benchmarks/hull_screening.py
 
 benchmark-quality: $(STAMP)
 	$(BIN)/python benchmarks/generation_quality.py --dataset runs/dataset --jobs 2

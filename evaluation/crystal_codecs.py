@@ -271,6 +271,8 @@ def _record_from_entry(item: dict[str, Any], default_id: str, source: str) -> Cr
     metadata: dict[str, Any] = {
         "uncorrected_energy": entry.uncorrected_energy,
         "correction": entry.correction,
+        # which scheme made ``correction`` (e.g. "MP2020 anion correction (oxide)")
+        "energy_adjustments": sorted({adjustment.name for adjustment in entry.energy_adjustments}),
     }
     for key in ("entry_id", "parameters", "data"):
         if item.get(key):

@@ -2,16 +2,15 @@
 
 The stages, in order:
 
-1. validity of each input structure (structure and SMACT composition);
-2. optionally, MLFF relaxation (CHGNet by default) — RMSD to the relaxed structure (Eq. D47)
+1. optionally, MLFF relaxation (CHGNet by default) -- RMSD to the relaxed structure (Eq. D47)
    and MLFF energies; failures are recorded for that structure only;
-3. uniqueness within the set and novelty against the reference (StructureMatcher, ltol 0.2,
-   stol 0.3, angle_tol 5, bucketed by reduced formula);
-4. energy above hull at ONE level of theory: MLFF energies against the reference structures of
-   the chemical system relaxed with the same MLFF and its own elemental references; or, for
-   inputs that carry Materials Project-style DFT energies, MP2020-corrected formation energies
-   against the composition-level MP reference. Nothing else is mixed.
-5. stability (E_hull < threshold, and the strict E_hull ≤ 0), S.U.N., summary, files.
+2. energy above hull at one stated comparison (:mod:`evaluation.stability`): MLFF energies on
+   the DFT hull of the known phases (default), on a same-level MLFF hull, on a saved hull, or
+   on the user's reference entries; energies the samples carry on the user's reference
+   entries (MP2020 corrections applied to both, or to neither) or, for MP-style DFT entries,
+   on the DFT hull of the known phases. Every E_hull names its comparison and coverage;
+3. the S.U.N. verdicts of :mod:`evaluation.sun` (validity, uniqueness, novelty, stability),
+   the same code and settings as a campaign's.
 """
 
 from __future__ import annotations
@@ -23,18 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 from pymatgen.core import Structure
 
-from evaluation.matching import MatcherSettings, ReferenceIndex, find_duplicates
-from evaluation.metrics import (
-    STABILITY_THRESHOLD,
-    is_compositionally_valid,
-    is_on_hull,
-    is_stable,
-    is_structurally_valid,
-    rmsd,
-)
+from evaluation.hull import HullResult
+from evaluation.matching import ReferenceIndex
+from evaluation.metrics import rmsd
 from evaluation.records import CrystalInputError, CrystalRecord
 from evaluation.report import (
     StructureEvaluation,
@@ -43,59 +36,48 @@ from evaluation.report import (
     write_structures_csv,
     write_summary,
 )
+from evaluation.stability import HullChoice, ReferenceEntries
+from evaluation.sun import Judged, MatcherTolerances, SUNSettings, judge
+from evaluation.sun import summarize as count_verdicts
 
 logger = logging.getLogger(__name__)
 
-
-class MatcherTolerances(BaseModel):
-    """pymatgen ``StructureMatcher`` tolerances (the paper: ltol 0.2, stol 0.3, angle_tol 5)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    ltol: float = Field(0.2, gt=0)
-    stol: float = Field(0.3, gt=0)
-    angle_tol: float = Field(5.0, gt=0)
+__all__ = ["EvaluationResult", "EvaluationSettings", "MatcherTolerances", "evaluate"]
 
 
-class EvaluationSettings(BaseModel):
+class EvaluationSettings(SUNSettings):
     """How to evaluate; loaded from ``configs/evaluation/*.yaml``, overridden by the CLI.
+
+    The S.U.N. fields (``stability_threshold``, ``disorder``, ``matcher``, ...) are those of
+    :class:`~evaluation.sun.SUNSettings`, shared with campaigns.
 
     Attributes
     ----------
     relax
         ``"none"`` or an MLFF name accepted by :func:`evaluation.mlff.load_calculator`
         (``"chgnet"``, ``"sevennet"``, ``"7net-l3i5"``, ...).
-    stability_threshold
-        E_hull (eV/atom) below which a structure is stable; the paper uses 0.1.
-    disorder
-        Use the ordered–disordered matcher for novelty (published paper, Supplementary D.4).
+    hull
+        Where MLFF energies go: ``known-phases`` (the DFT hull of the MP-20 near-hull phases,
+        MP2020 scale) or ``same-level`` (the reference compounds relaxed with the MLFF). A
+        ``--reference`` with energies, or ``hull_reference``, takes precedence.
     n_jobs
         Worker processes for the MLFF relaxation and for matching.
     relax_fmax, relax_steps
         Force criterion (eV/Å) and step budget of the MLFF relaxation.
     hull_relax_fmax, hull_relax_steps
-        The same for the reference compounds of MLFF hulls (default: as the samples). Energies
-        cached by ``crystalforge data build`` at its settings are reused when these match.
+        The same for the reference compounds of same-level hulls (default: as the samples).
     hull_reference
-        A saved MLFF hull (``hull.json.gz`` of ``crystalforge data build``) to place MLFF
-        energies on instead of relaxing the reference set's compounds; its level of theory
-        must be the relaxing MLFF's.
-    matcher
-        StructureMatcher tolerances.
+        A saved same-level MLFF hull (``hull.json.gz`` of ``crystalforge data build``).
     """
 
-    model_config = ConfigDict(extra="forbid")
-
     relax: str = "none"
-    stability_threshold: float = STABILITY_THRESHOLD
-    disorder: bool = False
+    hull: HullChoice = "known-phases"
     n_jobs: int = Field(1, ge=1)
     relax_fmax: float = Field(0.05, gt=0)
     relax_steps: int = Field(500, ge=1)
     hull_relax_fmax: float | None = Field(None, gt=0)
     hull_relax_steps: int | None = Field(None, ge=1)
     hull_reference: str | None = None
-    matcher: MatcherTolerances = Field(default_factory=MatcherTolerances)
 
     @classmethod
     def from_yaml(cls, path: Path) -> EvaluationSettings:
@@ -110,10 +92,6 @@ class EvaluationSettings(BaseModel):
         except (yaml.YAMLError, ValidationError) as error:
             first = str(error).splitlines()
             raise CrystalInputError(f"invalid config {path}: {' '.join(first[:3])}") from None
-
-    def matcher_settings(self) -> MatcherSettings:
-        """The :class:`~evaluation.matching.MatcherSettings` these tolerances describe."""
-        return MatcherSettings(**self.matcher.model_dump())
 
 
 @dataclass
@@ -133,36 +111,20 @@ class EvaluationResult:
         return [output_dir / "summary.json", output_dir / "structures.csv", *plots]
 
 
-def _validity_rows(records: Sequence[CrystalRecord]) -> list[StructureEvaluation]:
-    rows = []
-    for index, record in enumerate(records):
-        structure = record.structure
-        valid_structure = structure.is_ordered and is_structurally_valid(structure)
-        valid_composition = is_compositionally_valid(structure.composition)
-        rows.append(
-            StructureEvaluation(
-                index=index,
-                id=record.id,
-                source=record.source,
-                formula=record.formula,
-                chemsys=record.chemsys,
-                n_atoms=len(structure),
-                valid=valid_structure and valid_composition,
-                valid_structure=valid_structure,
-                valid_composition=valid_composition,
-                unique=True,
-                duplicate_of=None,
-                novel=True,
-                matched_reference=None,
-            )
-        )
-    return rows
+@dataclass
+class _Relaxed:
+    """One structure after the (optional) relaxation."""
+
+    structure: Structure
+    status: str = "not_relaxed"
+    message: str = ""
+    energy_per_atom: float | None = None
+    level_of_theory: str | None = None
+    rmsd: float | None = None
 
 
-def _relax(
-    records: Sequence[CrystalRecord], rows: list[StructureEvaluation], settings: EvaluationSettings
-) -> list[Structure]:
-    """Relax with the MLFF; returns the structures to judge (relaxed where it succeeded)."""
+def _relax(records: Sequence[CrystalRecord], settings: EvaluationSettings) -> list[_Relaxed]:
+    """Relax with the MLFF; a failed relaxation keeps the input structure and its reason."""
     from evaluation.parallel_relax import relax_parallel
 
     results = relax_parallel(
@@ -173,148 +135,157 @@ def _relax(
         n_jobs=settings.n_jobs,
         desc=f"relax {settings.relax}",
     )
-    judged = []
-    for record, row, result in zip(records, rows, results, strict=True):
-        row.relax_status = result.status
-        row.relax_message = result.reason or ""
+    relaxed = []
+    for record, result in zip(records, results, strict=True):
         if result.status in ("ok", "not_converged") and result.structure is not None:
-            judged.append(result.structure)
-            row.energy_per_atom = result.energy_per_atom
-            row.level_of_theory = result.level_of_theory
+            item = _Relaxed(
+                result.structure,
+                result.status,
+                result.reason or "",
+                result.energy_per_atom,
+                result.level_of_theory,
+            )
             try:
-                row.rmsd = rmsd(record.structure, result.structure)
+                item.rmsd = rmsd(record.structure, result.structure)
             except ValueError as error:  # an MLFF never changes atoms; guard all the same
-                row.relax_message = f"{row.relax_message} rmsd: {error}".strip()
+                item.message = f"{item.message} rmsd: {error}".strip()
         else:
-            judged.append(record.structure)
-    return judged
+            item = _Relaxed(record.structure, result.status, result.reason or "")
+        relaxed.append(item)
+    return relaxed
 
 
-def _mlff_stability(
-    judged: Sequence[Structure],
-    rows: list[StructureEvaluation],
+def _mlff_hulls(
+    relaxed: Sequence[_Relaxed],
     reference: Sequence[CrystalRecord],
+    entries: ReferenceEntries | None,
     settings: EvaluationSettings,
-) -> None:
-    """E_hull of MLFF energies against the same MLFF's hull of each chemical system, whose
-    compounds are relaxed with the same settings as the structures."""
-    from evaluation.mlff_reference import mlff_e_above_hull
+) -> tuple[list[HullResult | str], str]:
+    """E_hull of the MLFF energies, and a description of the hull they went on."""
+    from evaluation.hull import EntryHullReference, LevelOfTheoryMismatch, UnknownElementError
+    from evaluation.screening_hull import UnknownEnergyScale, known_phase_hull
+    from evaluation.stability import SameLevelHull
 
     if settings.hull_reference:
-        _saved_hull_stability(judged, rows, Path(settings.hull_reference))
-        return
-    results = mlff_e_above_hull(
-        [
-            (s, row.energy_per_atom, row.level_of_theory)
-            for s, row in zip(judged, rows, strict=True)
-        ],
+        try:
+            hull: Any = SameLevelHull(EntryHullReference.load(settings.hull_reference))
+        except (OSError, ValueError, KeyError) as error:
+            raise CrystalInputError(
+                f"--hull-reference {settings.hull_reference}: {error}"
+            ) from None
+        described = f"saved hull {settings.hull_reference}"
+    elif entries is not None:
+        hull, described = entries.dft_hull(), f"--reference entries {entries.name}"
+    elif settings.hull == "known-phases":
+        hull, described = known_phase_hull(), "DFT hull of the known phases (MP-20, MP2020)"
+    else:
+        return _same_level(relaxed, reference, settings), "same-level MLFF hull"
+    results: list[HullResult | str] = []
+    for item in relaxed:
+        if item.energy_per_atom is None or not item.level_of_theory:
+            results.append("no MLFF energy (relaxation failed)")
+            continue
+        try:
+            results.append(
+                hull.e_above_hull(
+                    item.structure, item.energy_per_atom, level_of_theory=item.level_of_theory
+                )
+            )
+        except LevelOfTheoryMismatch as error:
+            raise CrystalInputError(str(error)) from None
+        except UnknownEnergyScale as error:
+            raise CrystalInputError(f"--relax {settings.relax}: {error}") from None
+        except (UnknownElementError, ValueError) as error:
+            results.append(str(error))
+    return results, described
+
+
+def _same_level(
+    relaxed: Sequence[_Relaxed], reference: Sequence[CrystalRecord], settings: EvaluationSettings
+) -> list[HullResult | str]:
+    """E_hull against the same MLFF's hull of each chemical system (reference compounds
+    relaxed with the same settings as the structures)."""
+    from evaluation.mlff_reference import mlff_e_above_hull
+
+    return mlff_e_above_hull(
+        [(r.structure, r.energy_per_atom, r.level_of_theory) for r in relaxed],
         reference,
         settings.relax,
         fmax=settings.hull_relax_fmax or settings.relax_fmax,
         max_steps=settings.hull_relax_steps or settings.relax_steps,
         n_jobs=settings.n_jobs,
     )
-    for row, result in zip(rows, results, strict=True):
-        if isinstance(result, str):
-            row.hull_message = result
-        else:
-            _record_hull(row, result)
 
 
-def _saved_hull_stability(
-    judged: Sequence[Structure], rows: list[StructureEvaluation], path: Path
-) -> None:
-    """E_hull of MLFF energies on a saved hull of the same level (one hull, every system)."""
-    from evaluation.hull import EntryHullReference, LevelOfTheoryMismatch, UnknownElementError
+def _carried_hulls(
+    records: Sequence[CrystalRecord], entries: ReferenceEntries | None
+) -> tuple[list[HullResult | str | None], str]:
+    """E_hull of the energies the samples carry (``None`` where a sample carries none)."""
+    from evaluation.stability import place_carried_energy
 
-    try:
-        hull = EntryHullReference.load(path)
-    except (OSError, ValueError, KeyError) as error:
-        raise CrystalInputError(f"hull reference {path}: {error}") from None
-    for structure, row in zip(judged, rows, strict=True):
-        if row.energy_per_atom is None or not row.level_of_theory:
-            row.hull_message = "no MLFF energy (relaxation failed)"
-            continue
-        try:
-            result = hull.e_above_hull(
-                structure.composition,
-                row.energy_per_atom,
-                level_of_theory=row.level_of_theory,
-                kind="total",
-            )
-        except UnknownElementError as error:
-            row.hull_message = str(error)
-            continue
-        except LevelOfTheoryMismatch as error:
-            raise CrystalInputError(str(error)) from None
-        _record_hull(row, result)
-
-
-def _record_hull(row: StructureEvaluation, result: Any) -> None:
-    row.e_above_hull = result.e_above_hull
-    row.formation_energy_per_atom = result.formation_energy_per_atom
-    row.level_of_theory = result.level_of_theory
-    row.hull_reference = result.reference
-    row.correction = result.correction
-    if result.correction_mismatch:
-        row.hull_message = (
-            f"{result.correction}-corrected energy against a {result.reference_correction} "
-            "reference (same level of theory, different correction scheme)"
-        )
-
-
-def _dft_stability(records: Sequence[CrystalRecord], rows: list[StructureEvaluation]) -> None:
-    """E_hull of inputs carrying Materials Project-style DFT energies (no relaxation asked).
-
-    The entry is corrected with ``MaterialsProject2020Compatibility`` (as the paper does) and
-    compared with the composition-level MP formation-energy reference; the MP2020 vs legacy
-    correction difference is flagged on the row. Energies at any other level of theory have no
-    shipped reference and are left unscored, with the reason.
-    """
-    import warnings
-
-    from pymatgen.entries.computed_entries import ComputedStructureEntry
-
-    from evaluation.hull import (
-        CorrectionMismatchWarning,
-        apply_mp2020_compatibility,
-        entry_e_above_hull,
-        mp_formation_energy_reference,
-    )
-
-    carrying = [
-        (rec, row) for rec, row in zip(records, rows, strict=True) if rec.energy is not None
+    hull = entries.same_level_hull() if entries is not None else None
+    results: list[HullResult | str | None] = [
+        place_carried_energy(record, hull, entries) if record.energy is not None else None
+        for record in records
     ]
-    if not carrying:
-        return
-    hull = mp_formation_energy_reference()
-    for record, row in carrying:
-        row.energy_per_atom = record.energy / len(record.structure)
-        metadata = record.energy_metadata
-        parameters = metadata.get("parameters") or {}
-        if parameters.get("run_type") not in ("GGA", "GGA+U"):
+    if entries is not None:
+        return results, f"--reference entries {entries.name} ({entries.level_of_theory})"
+    return results, "DFT hull of the known phases (MP-20, MP2020) for MP-style entries"
+
+
+def _row(
+    index: int,
+    record: CrystalRecord,
+    relaxed: _Relaxed,
+    hull: HullResult | str | None,
+    verdict: Any,
+) -> StructureEvaluation:
+    row = StructureEvaluation(
+        index=index,
+        id=record.id,
+        source=record.source,
+        formula=record.formula,
+        chemsys=record.chemsys,
+        n_atoms=len(record.structure),
+        valid=verdict.valid,
+        valid_structure=verdict.valid_structure,
+        valid_composition=verdict.valid_composition,
+        unique=verdict.unique,
+        duplicate_of=None,
+        novel=verdict.novel,
+        matched_reference=verdict.matched_reference,
+        novelty=verdict.novelty,
+        known_composition=verdict.known_composition,
+        e_above_hull=verdict.e_above_hull,
+        stable=verdict.stable,
+        on_hull=verdict.on_hull,
+        sun=verdict.sun,
+        sun_on_hull=verdict.sun and verdict.on_hull,
+        energy_per_atom=relaxed.energy_per_atom,
+        rmsd=relaxed.rmsd,
+        relax_status=relaxed.status,
+        relax_message=relaxed.message,
+        level_of_theory=relaxed.level_of_theory,
+        flags=";".join(verdict.flags),
+        explanation=verdict.explanation,
+    )
+    if isinstance(hull, HullResult):
+        row.formation_energy_per_atom = hull.formation_energy_per_atom
+        row.level_of_theory = hull.level_of_theory
+        row.hull_reference = hull.reference
+        row.hull_label = hull.label
+        row.correction = hull.correction
+        if hull.coverage is not None:
+            row.hull_coverage = hull.coverage.label()
+            row.hull_complete = hull.coverage.complete
+        if hull.correction_mismatch:
             row.hull_message = (
-                "energy has no MP-style parameters (run_type GGA/GGA+U): no shipped reference "
-                "at its level of theory; use --relax to score at an MLFF level"
+                f"{hull.correction}-corrected energy against a {hull.reference_correction} "
+                "reference (same level of theory, different correction scheme)"
             )
-            continue
-        entry = ComputedStructureEntry(
-            record.structure,
-            record.energy,
-            parameters=parameters,
-            data=dict(metadata.get("data") or {}),
-            entry_id=record.id,
-        )
-        corrected = apply_mp2020_compatibility([entry])
-        if not corrected:
-            row.hull_message = "MaterialsProject2020Compatibility rejected this entry"
-            continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", CorrectionMismatchWarning)  # flagged per row
-                _record_hull(row, entry_e_above_hull(corrected[0], hull))
-        except ValueError as error:
-            row.hull_message = str(error)
+    elif isinstance(hull, str):
+        row.hull_message = hull
+    return row
 
 
 def evaluate(
@@ -323,6 +294,7 @@ def evaluate(
     settings: EvaluationSettings | None = None,
     *,
     reference_name: str = "reference",
+    user_reference: bool = False,
     reference_index: ReferenceIndex | None = None,
 ) -> EvaluationResult:
     """Evaluate ``records`` against ``reference`` (see the module docstring for the stages).
@@ -332,63 +304,87 @@ def evaluate(
     records
         The crystals to evaluate, in sampling order (uniqueness keeps the first of a kind).
     reference
-        The novelty reference and the source of reference structures for MLFF hulls.
+        The novelty reference; its compounds build same-level hulls, and its energies, when it
+        carries them, are the hull every energy goes on.
     settings
         :class:`EvaluationSettings`; defaults follow the paper.
     reference_name
         How the reference is named in the summary (a path or ``"shipped"``).
+    user_reference
+        The reference is the user's (complete unless ``settings.reference_complete`` says not),
+        not the shipped sample.
     reference_index
         A prebuilt index over ``reference`` (else one is built, cached on disk).
+
+    Raises
+    ------
+    CrystalInputError
+        For a reference whose entries mix levels, or energies that cannot share its hull.
     """
     settings = settings or EvaluationSettings()
     timings: dict[str, float] = {}
+    entries = ReferenceEntries.from_records(reference, reference_name)
+
     clock = time.perf_counter()
-
-    rows = _validity_rows(records)
-    timings["validity_s"] = time.perf_counter() - clock
-
-    judged = [r.structure for r in records]
     if settings.relax != "none":
-        clock = time.perf_counter()
-        judged = _relax(records, rows, settings)
+        relaxed = _relax(records, settings)
         timings["relax_s"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    duplicate_of = find_duplicates(
-        judged, settings=settings.matcher_settings(), n_jobs=settings.n_jobs
-    )
-    for row, earlier in zip(rows, duplicate_of, strict=True):
-        row.duplicate_of = earlier
-        row.unique = earlier is None
-    timings["uniqueness_s"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    index = reference_index or ReferenceIndex.build(
-        reference, settings=settings.matcher_settings(), disorder=settings.disorder
-    )
-    matches = index.matches(judged, n_jobs=settings.n_jobs)
-    for row, match in zip(rows, matches, strict=True):
-        row.matched_reference = match
-        row.novel = match is None
-    timings["novelty_s"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    if settings.relax != "none":
-        _mlff_stability(judged, rows, reference, settings)
     else:
-        _dft_stability(records, rows)
-    for row in rows:
-        row.stable = is_stable(row.e_above_hull, settings.stability_threshold)
-        row.on_hull = is_on_hull(row.e_above_hull)
-        row.sun = row.stable and row.unique and row.novel
-        row.sun_on_hull = row.on_hull and row.unique and row.novel
+        relaxed = [_Relaxed(r.structure) for r in records]
+
+    clock = time.perf_counter()
+    hulls: list[HullResult | str | None]
+    if settings.relax != "none":
+        mlff_hulls, described = _mlff_hulls(relaxed, reference, entries, settings)
+        hulls = list(mlff_hulls)
+    else:
+        hulls, described = _carried_hulls(records, entries)
     timings["hull_s"] = time.perf_counter() - clock
 
-    summary = summarize(rows)
-    levels = sorted({r.level_of_theory for r in rows if r.level_of_theory})
-    summary["stability_evaluated"] = summary["n_with_energy"] > 0
-    summary["level_of_theory"] = levels[0] if len(levels) == 1 else levels
-    summary["reference"] = {"name": reference_name, "n_structures": len(reference)}
+    clock = time.perf_counter()
+    index = reference_index or ReferenceIndex.build(reference, settings=settings.matcher_settings())
+    items = [
+        Judged(
+            record.label,
+            record.structure,
+            item.structure,
+            item.status,
+            hull if isinstance(hull, HullResult) else None,
+        )
+        for record, item, hull in zip(records, relaxed, hulls, strict=True)
+    ]
+    complete = settings.complete_reference(user_reference)
+    verdicts = judge(items, index, settings, reference_complete=complete, n_jobs=settings.n_jobs)
+    timings["sun_s"] = time.perf_counter() - clock
+
+    position = {record.label: i for i, record in enumerate(records)}
+    rows = []
+    for i, (record, item, hull, verdict) in enumerate(
+        zip(records, relaxed, hulls, verdicts, strict=True)
+    ):
+        row = _row(i, record, item, hull, verdict)
+        row.duplicate_of = position.get(verdict.duplicate_of) if verdict.duplicate_of else None
+        rows.append(row)
+
+    summary = summarize(rows, count_verdicts(verdicts))
+    labels = sorted({r.hull_label for r in rows if r.hull_label})
+    summary["stability_evaluated"] = summary["n_with_e_above_hull"] > 0
+    summary["level_of_theory"] = labels[0] if len(labels) == 1 else labels
+    summary["hull"] = described
+    summary["incomplete_hulls"] = sorted(
+        {f"{r.chemsys}: {r.hull_coverage}" for r in rows if r.hull_complete is False}
+    )
+    summary["sun_on_incomplete_hulls"] = sorted(
+        {f"{r.chemsys}: {r.hull_coverage}" for r in rows if r.sun and r.hull_complete is False}
+    )
+    summary["carried_energies"] = sum(r.energy is not None for r in records)
+    summary["reference"] = {
+        "name": reference_name,
+        "n_structures": len(reference),
+        "complete": complete,
+        "n_entries": len(entries.entries) if entries else 0,
+        "entries_skipped": dict(list(entries.skipped.items())[:50]) if entries else {},
+    }
     summary["settings"] = settings.model_dump()
     summary["timings"] = timings
     return EvaluationResult(rows=rows, summary=summary)

@@ -25,7 +25,7 @@ from scipy.optimize import linear_sum_assignment
 #: Paper thresholds (Section 2.2; Appendix D.3.1 of the preprint).
 MIN_INTERATOMIC_DISTANCE = 0.5  # Å
 MIN_CELL_VOLUME = 0.1  # Å^3
-STABILITY_THRESHOLD = 0.1  # eV/atom: "stable" means E_hull < 0.1
+STABILITY_THRESHOLD = 0.1  # eV/atom: "stable" means E_hull <= 0.1 (MatterGen's evaluator)
 STRICT_STABILITY_THRESHOLD = 0.0  # eV/atom: "on the hull" means E_hull <= 0.0
 
 
@@ -116,8 +116,9 @@ def is_compositionally_valid(composition: Composition) -> bool:
 
 
 def is_stable(e_above_hull: float | None, threshold: float = STABILITY_THRESHOLD) -> bool:
-    """``E_hull < threshold`` (default 0.1 eV/atom); unknown energies are not stable."""
-    return e_above_hull is not None and math.isfinite(e_above_hull) and e_above_hull < threshold
+    """``E_hull <= threshold`` (default 0.1 eV/atom), as MatterGen's evaluator counts it;
+    unknown energies are not stable."""
+    return e_above_hull is not None and math.isfinite(e_above_hull) and e_above_hull <= threshold
 
 
 def is_on_hull(e_above_hull: float | None, tolerance: float = STRICT_STABILITY_THRESHOLD) -> bool:

@@ -25,9 +25,13 @@ from evaluation.crystal_io import atomic_output
 class StructureEvaluation:
     """The verdicts for one structure (a row of ``structures.csv``).
 
-    Uniqueness, novelty and stability are judged on the evaluated structure: the relaxed one
-    when a relaxation ran and succeeded, else the input. ``duplicate_of`` is the index of the
-    earlier structure this one matches (the first of a match class is the unique one).
+    The verdicts are :mod:`evaluation.sun`'s (defined there): uniqueness, novelty and stability
+    are judged on the relaxed structure when a relaxation ran (a failed relaxation leaves the
+    structure neither unique nor stable), else on the input. ``duplicate_of`` is the index of
+    the earlier structure this one matches. ``novelty`` is ``novel``, ``known`` or
+    ``unverified``; ``novel`` says whether it counts as novel for S.U.N. ``hull_label`` says
+    what the E_hull compares (``mlff:chgnet-0.3.0 vs dft:mp-gga-ggau (mp2020)``) and
+    ``hull_coverage`` how many of the system's known hull phases that hull holds.
     """
 
     index: int
@@ -43,6 +47,8 @@ class StructureEvaluation:
     duplicate_of: int | None
     novel: bool
     matched_reference: str | None
+    novelty: str = "novel"
+    known_composition: str | None = None
     e_above_hull: float | None = None
     formation_energy_per_atom: float | None = None
     energy_per_atom: float | None = None
@@ -56,7 +62,12 @@ class StructureEvaluation:
     level_of_theory: str | None = None
     hull_reference: str | None = None
     correction: str | None = None
+    hull_label: str | None = None
+    hull_coverage: str | None = None
+    hull_complete: bool | None = None
     hull_message: str = ""
+    flags: str = ""
+    explanation: str = ""
 
 
 #: The leading columns of ``structures.csv`` (the rest follow in field order).
@@ -72,35 +83,35 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(finite)) if finite else None
 
 
-def summarize(rows: list[StructureEvaluation]) -> dict[str, Any]:
-    """Counts and fractions over all evaluated structures (denominator: every input).
+#: Counts also reported as fractions of all structures.
+FRACTIONS = (
+    "valid",
+    "valid_structure",
+    "valid_composition",
+    "unique",
+    "novel",
+    "known",
+    "unverified",
+    "unique_novel",
+    "stable",
+    "on_hull",
+    "sun",
+    "sun_on_hull",
+    "sun_complete_hull",
+)
+
+
+def summarize(rows: list[StructureEvaluation], counts: dict[str, int]) -> dict[str, Any]:
+    """Counts (``evaluation.sun.summarize``), fractions over every input, and averages.
 
     ``avg_e_above_hull`` and ``avg_rmsd`` average over the structures that have the value.
     """
     total = len(rows)
-    count = {
-        "valid": sum(r.valid for r in rows),
-        "valid_structure": sum(r.valid_structure for r in rows),
-        "valid_composition": sum(r.valid_composition for r in rows),
-        "unique": sum(r.unique for r in rows),
-        "novel": sum(r.novel for r in rows),
-        "unique_novel": sum(r.unique and r.novel for r in rows),
-        "stable": sum(r.stable for r in rows),
-        "on_hull": sum(r.on_hull for r in rows),
-        "sun": sum(r.sun for r in rows),
-        "sun_on_hull": sum(r.sun_on_hull for r in rows),
-        "with_energy": sum(r.e_above_hull is not None for r in rows),
-        "relax_failed": sum(r.relax_status not in ("ok", "not_relaxed") for r in rows),
-    }
-    summary: dict[str, Any] = {"n_structures": total}
-    summary.update({f"n_{name}": value for name, value in count.items()})
-    summary.update(
-        {
-            f"frac_{name}": _fraction(value, total)
-            for name, value in count.items()
-            if name not in ("with_energy", "relax_failed")
-        }
+    summary: dict[str, Any] = {"n_structures": total, **counts}
+    summary["n_relax_failed"] = sum(
+        r.relax_status not in ("ok", "not_converged", "not_relaxed") for r in rows
     )
+    summary.update({f"frac_{name}": _fraction(counts[f"n_{name}"], total) for name in FRACTIONS})
     summary["avg_e_above_hull"] = _mean([r.e_above_hull for r in rows])
     summary["avg_rmsd"] = _mean([r.rmsd for r in rows])
     return summary

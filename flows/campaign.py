@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 from jobflow import Flow, Job, Maker
 
-from evaluation.metrics import STABILITY_THRESHOLD
 from flows.dft.stage import DFTStageMaker
 from flows.generate import RSSGeneratorMaker
 from flows.relax import MLFFRelaxMaker, stable_uuid
@@ -21,6 +20,7 @@ from flows.scoring import (
     filter_candidates,
     final_hull_stage,
     hull_reference,
+    hull_spec,
     hull_stage,
     score_campaign,
     select_top_k,
@@ -53,7 +53,14 @@ class CampaignMaker(Maker):
     n_candidates, top_k
         Candidates to generate; how many go to the final stage (paper: K = 100).
     reference_path
-        Novelty reference and hull reference structures (default: the shipped set).
+        Novelty reference and hull reference structures (default: the shipped set); when it
+        carries DFT energies, the hull MLFF energies go on.
+    hull
+        Where MLFF energies go: ``known-phases`` (DFT hull of MP-20's near-hull phases, MP2020
+        scale) or ``same-level`` (the reference compounds relaxed with each stage's MLFF).
+        A DFT final stage always uses a hull at its own level.
+    sun_settings
+        :class:`~evaluation.sun.SUNSettings` as a dict: what the verdicts mean.
     """
 
     name: str = "campaign"
@@ -65,8 +72,8 @@ class CampaignMaker(Maker):
     n_candidates: int = 64
     top_k: int = 100
     reference_path: str | None = None
-    stability_threshold: float = STABILITY_THRESHOLD
-    require_charge_balance: bool = False
+    hull: str = "known-phases"
+    sun_settings: dict = field(default_factory=dict)
 
     def _hull_reference(self, chemsys: str, model: str) -> Job:
         """The same-level hull job of ``chemsys``; shared by every campaign on the store."""
@@ -74,6 +81,15 @@ class CampaignMaker(Maker):
         job.name = f"hull reference {chemsys} {model}"
         job.set_uuid(stable_uuid("hull-reference", chemsys, model, self.reference_path or ""))
         return job
+
+    def _mlff_hull_spec(self, chemsys: str, model: str, references: list[Job]) -> dict:
+        """The hull an MLFF stage's energies go on; a same-level hull adds its job."""
+        if self.hull != "same-level":
+            return hull_spec(self.hull, self.reference_path)
+        job = self._hull_reference(chemsys, model)
+        if all(job.uuid != other.uuid for other in references):  # one job per (system, model)
+            references.append(job)
+        return hull_spec("same-level", self.reference_path, job.output)
 
     def make(self, chemsys: str, campaign_id: str) -> Flow:
         """The campaign graph; its output is the ``score`` job's documents and summary."""
@@ -85,21 +101,21 @@ class CampaignMaker(Maker):
         prerelax = _named(self.prerelax.make(generate.output, campaign_id), campaign_id, "prerelax")
         filtered = _named(
             filter_candidates(
-                generate.output,
-                prerelax.output,
-                self.reference_path,
-                self.require_charge_balance,
+                generate.output, prerelax.output, self.reference_path, self.sun_settings
             ),
             campaign_id,
             "filter",
         )
-        prerelax_reference = self._hull_reference(chemsys, self.prerelax.model)
+        references: list[Job] = []
+        prerelax_spec = self._mlff_hull_spec(chemsys, self.prerelax.model, references)
         hull = _named(
-            hull_stage(prerelax.output, filtered.output, prerelax_reference.output),
+            hull_stage(prerelax.output, prerelax_spec, chemsys),
             campaign_id,
             "hull",
         )
-        selected = _named(select_top_k(hull.output, self.top_k), campaign_id, "select")
+        selected = _named(
+            select_top_k(hull.output, filtered.output, self.top_k), campaign_id, "select"
+        )
         final = _named(
             self.final.make(
                 generate.output, campaign_id, previous=prerelax.output, only=selected.output
@@ -112,10 +128,12 @@ class CampaignMaker(Maker):
             # its per-candidate jobs keep their own FireWorks settings (run_past_failures)
             final.config.pass_manager_config = False
             final_reference = self.final.hull_reference_job(chemsys, self.reference_path)
+            references.append(final_reference)
+            final_spec = hull_spec("dft-engine", None, final_reference.output)
         else:
-            final_reference = self._hull_reference(chemsys, self.final.model)
+            final_spec = self._mlff_hull_spec(chemsys, self.final.model, references)
         final_hull = _named(
-            final_hull_stage(final.output, selected.output, final_reference.output),
+            final_hull_stage(final.output, selected.output, final_spec, chemsys),
             campaign_id,
             "final hull",
         )
@@ -128,15 +146,16 @@ class CampaignMaker(Maker):
                 selected.output,
                 final.output,
                 final_hull.output,
-                self.stability_threshold,
+                self.reference_path,
+                self.sun_settings,
             ),
             campaign_id,
             "score",
         )
-        for reference in (prerelax_reference, final_reference):
+        for reference in references:
             reference.update_metadata({"stage": "hull reference"})
-        jobs = [generate, prerelax, filtered, prerelax_reference, hull, selected, final]
-        jobs += [final_reference, final_hull, score]
+        jobs = [generate, prerelax, filtered, *references, hull, selected, final]
+        jobs += [final_hull, score]
         flow = Flow(jobs, output=score.output, name=f"campaign {campaign_id} {chemsys}")
         # FireWorks copies job metadata into each Firework's spec: `campaign status` finds a
         # campaign's Fireworks, and their stage, by these keys.

@@ -25,6 +25,12 @@ class StageResult(BaseModel):
     e_above_hull: float | None = None
     formation_energy_per_atom: float | None = None
     hull_reference: str | None = None
+    hull_label: str | None = Field(
+        None, description="what E_hull compares, e.g. 'mlff:chgnet-0.3.0 vs dft:mp-gga-ggau'"
+    )
+    hull_coverage: dict[str, Any] | None = Field(
+        None, description="known hull phases of the system the hull holds (HullCoverage)"
+    )
     hull_message: str = ""
     rmsd: float | None = Field(None, description="Eq. D47 RMSD to this stage's input (Å)")
     n_steps: int = 0
@@ -38,8 +44,14 @@ class StageResult(BaseModel):
 class CandidateDoc(BaseModel):
     """One candidate of one campaign, with every stage it went through.
 
-    ``e_above_hull`` and the ``stable``/``sun`` flags are those of the most accurate stage the
-    candidate reached (``final`` if selected, else ``prerelax``); ``level_of_theory`` says which.
+    The verdicts are ``evaluation.sun``'s (defined there), judged on the last stage the
+    candidate reached (``final`` if selected and it succeeded, else ``prerelax``):
+    ``e_above_hull`` is that stage's, ``level_of_theory`` its energies' level and
+    ``hull_label`` what they were compared with; ``hull_coverage`` how many of the system's
+    known hull phases that hull holds. ``novelty`` is ``novel``, ``known`` or ``unverified``
+    (a known MP composition whose structure the reference could not confirm); ``novel`` says
+    whether it counts as novel for S.U.N. ``verdict`` says in one line why it is, or is not,
+    S.U.N.
     """
 
     candidate_id: str
@@ -52,18 +64,26 @@ class CandidateDoc(BaseModel):
     structure: dict[str, Any] = Field(description="the generated structure")
     prerelax: StageResult | None = None
     final: StageResult | None = None
-    valid: bool = Field(False, description="structurally valid (+ charge balanced if required)")
+    valid: bool = Field(False, description="valid structure and charge balanced")
+    valid_structure: bool = Field(False, description="distances >= 0.5 Å, volume >= 0.1 Å^3")
     valid_composition: bool = Field(False, description="SMACT charge balance")
     unique: bool = False
     duplicate_of: str | None = None
+    novelty: Literal["novel", "known", "unverified"] = "novel"
     novel: bool = False
     matched_reference: str | None = None
+    known_composition: str | None = Field(None, description="e.g. 'Li2O (mp-1960)'")
     selected: bool = False
     e_above_hull: float | None = None
     level_of_theory: str | None = None
+    hull_label: str | None = None
+    hull_coverage: str | None = Field(None, description="e.g. '5/6 known hull phases (...)'")
+    hull_complete: bool | None = None
     stable: bool = False
     on_hull: bool = False
     sun: bool = False
+    flags: list[str] = Field(default_factory=list, description="not_converged, incomplete_hull")
+    verdict: str = Field("", description="why it is, or is not, S.U.N., in one line")
     failure: str | None = Field(None, description="why this candidate stopped, if it did")
 
 

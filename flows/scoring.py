@@ -1,30 +1,42 @@
 """Campaign stages after relaxation: filter, hull, select and score.
 
-Each is a jobflow job over plain dicts; each reuses the evaluation core (validity, matching,
-same-level MLFF hulls) rather than re-implementing it.
+Each is a jobflow job; the verdicts are :mod:`evaluation.sun`'s, the same code and settings
+(``SUNSettings``) ``crystalforge evaluate`` uses, so the same candidates get the same flags.
+What each flag means in a campaign:
+
+* ``filter`` (after the pre-relaxation): the S.U.N. verdicts on the pre-relaxed structures
+  decide who goes on to the hull: structurally valid (charge balanced too with
+  ``require_charge_balance``), relaxed, unique among the candidates so far, and not ``known``
+  (``unverified`` candidates go on: they may be new polymorphs of a known composition).
+* ``hull`` / ``final hull``: E_hull of the stage's energies on the campaign's hull choice
+  (:mod:`evaluation.stability`), for every relaxed candidate (the final stage: the top-K of
+  those that passed the filter); the DFT engines use a hull at their own level.
+* ``score``: the verdicts again, for every candidate, on its last structure (the final
+  stage's when it was selected and the stage succeeded, else the pre-relaxation's) and the
+  E_hull of that stage: uniqueness and novelty are re-judged on final structures, non-converged
+  relaxations and incomplete hulls are flagged.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from jobflow import job
-from pymatgen.core import Structure
 
-from evaluation.hull import EntryHullReference
-from evaluation.matching import MatcherSettings, ReferenceIndex, find_duplicates
-from evaluation.metrics import (
-    STABILITY_THRESHOLD,
-    is_compositionally_valid,
-    is_on_hull,
-    is_stable,
-    is_structurally_valid,
-)
+from evaluation.hull import EntryHullReference, HullResult, LevelOfTheoryMismatch
+from evaluation.matching import ReferenceIndex
 from evaluation.mlff import MLFFUnavailable
 from evaluation.mlff_reference import HullCandidates, mlff_hull_reference
-from evaluation.reference import load_reference
+from evaluation.records import CrystalRecord
+from evaluation.reference import DEFAULT_REFERENCE, load_reference
+from evaluation.screening_hull import UnknownEnergyScale, known_phase_hull
+from evaluation.stability import PlacesEnergies, ReferenceEntries, SameLevelHull
+from evaluation.sun import Judged, SUNSettings, Verdict, judge
+from evaluation.sun import summarize as count_verdicts
 from flows.relax import as_structure, as_structure_dict
 
 Candidate = dict[str, Any]
@@ -43,80 +55,99 @@ def _usable(result: dict[str, Any] | None) -> bool:
     )
 
 
+def _reference_records(reference_path: str | None) -> tuple[CrystalRecord, ...]:
+    """The reference crystals, read once per process while the file is unchanged (a local
+    run's filter and score jobs share them; the shipped set takes seconds to read)."""
+    path = Path(reference_path) if reference_path else DEFAULT_REFERENCE
+    stamp = (path.stat().st_mtime_ns, path.stat().st_size) if path.is_file() else None
+    return _read_reference(reference_path, stamp)
+
+
+@lru_cache(maxsize=2)
+def _read_reference(reference_path: str | None, stamp: object) -> tuple[CrystalRecord, ...]:
+    return tuple(load_reference(reference_path).records)
+
+
+def _novelty_reference(reference_path: str | None, settings: SUNSettings) -> tuple[Any, bool]:
+    """The novelty index and whether it counts as complete (a user's reference does)."""
+    records = _reference_records(reference_path)
+    index = ReferenceIndex.build(records, settings=settings.matcher_settings())
+    return index, settings.complete_reference(user_reference=reference_path is not None)
+
+
+def _judge(
+    candidates: list[Candidate],
+    stages: list[dict[str, dict[str, Any]]],
+    hulls: dict[str, HullResult],
+    reference_path: str | None,
+    settings: SUNSettings,
+) -> list[Verdict]:
+    """The S.U.N. verdicts of every candidate on its last usable stage (``stages`` in order,
+    earliest first) with the E_hull in ``hulls``."""
+    items = []
+    for candidate in candidates:
+        cid = candidate["candidate_id"]
+        generated = as_structure(candidate["structure"])
+        results = [stage[cid] for stage in stages if cid in stage]
+        usable = [r for r in results if _usable(r)]
+        if usable:
+            last = usable[-1]
+            items.append(
+                Judged(
+                    cid, generated, as_structure(last["structure"]), last["status"], hulls.get(cid)
+                )
+            )
+        else:
+            status = results[-1]["status"] if results else "missing"
+            items.append(Judged(cid, generated, generated, status))
+    index, complete = _novelty_reference(reference_path, settings)
+    return judge(items, index, settings, reference_complete=complete)
+
+
 @job
 def filter_candidates(
     candidates: list[Candidate],
     prerelax: dict[str, Any],
     reference_path: str | None,
-    require_charge_balance: bool = False,
+    sun_settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Validity → uniqueness among candidates → novelty against the reference.
+    """The S.U.N. verdicts on the pre-relaxed structures, and who goes on to the hull.
 
-    Validity is structural (distances ≥ 0.5 Å, volume ≥ 0.1 Å³) on the generated structure;
-    SMACT charge balance is recorded as ``valid_composition`` and only gates the filter when
-    ``require_charge_balance`` is set — the paper's chemical-system protocol keeps
-    intermetallics and other non-ionic candidates. Uniqueness and novelty are judged on the
-    pre-relaxed structure. A candidate whose pre-relaxation failed fails the filter, with the
-    reason recorded.
+    Passing: structurally valid (and charge balanced with ``require_charge_balance``),
+    relaxed, unique, not known. The others get the reason in ``failure``.
     """
     started = time.perf_counter()
+    settings = SUNSettings.model_validate(sun_settings or {})
+    verdicts = _judge(candidates, [_by_id(prerelax)], {}, reference_path, settings)
     relaxed = _by_id(prerelax)
     flags: dict[str, dict[str, Any]] = {}
-    survivors: list[tuple[str, Structure]] = []
-    for candidate in candidates:
-        cid = candidate["candidate_id"]
-        generated = as_structure(candidate["structure"])
-        structurally_valid = is_structurally_valid(generated)
-        charge_balanced = is_compositionally_valid(generated.composition)
-        valid = structurally_valid and (charge_balanced or not require_charge_balance)
-        result = relaxed.get(cid)
-        flags[cid] = {
-            "valid": valid,
-            "valid_composition": charge_balanced,
-            "unique": False,
-            "novel": False,
-            "failure": None,
-        }
+    for verdict in verdicts:
+        result = relaxed.get(verdict.id)
+        failure = None
         if not _usable(result):
             reason = result["reason"] if result else "not relaxed"
-            flags[cid]["failure"] = f"prerelax {result['status'] if result else ''}: {reason}"
-        elif not valid:
-            flags[cid]["failure"] = (
-                "not charge balanced" if structurally_valid else "invalid structure"
-            )
-        else:
-            survivors.append((cid, as_structure(result["structure"])))
-
-    duplicate_of = find_duplicates([s for _, s in survivors])
-    unique = []
-    for (cid, structure), earlier in zip(survivors, duplicate_of, strict=True):
-        flags[cid]["unique"] = earlier is None
-        flags[cid]["duplicate_of"] = survivors[earlier][0] if earlier is not None else None
-        if earlier is None:
-            unique.append((cid, structure))
-        else:
-            flags[cid]["failure"] = f"duplicate of {survivors[earlier][0]}"
-
-    reference = load_reference(reference_path).records
-    index = ReferenceIndex.build(reference, settings=MatcherSettings())
-    for (cid, _), match in zip(unique, index.matches([s for _, s in unique]), strict=True):
-        flags[cid]["novel"] = match is None
-        flags[cid]["matched_reference"] = match
-        if match is not None:
-            flags[cid]["failure"] = f"known: matches {match}"
+            failure = f"prerelax {result['status'] if result else ''}: {reason}"
+        elif not verdict.valid_structure:
+            failure = "invalid structure"
+        elif settings.require_charge_balance and not verdict.valid_composition:
+            failure = "not charge balanced"
+        elif not verdict.unique:
+            failure = f"duplicate of {verdict.duplicate_of}"
+        elif verdict.novelty == "known":
+            failure = f"known: matches {verdict.matched_reference}"
+        flags[verdict.id] = {**verdict.to_dict(), "passed": failure is None, "failure": failure}
     counts = {
         "generated": len(candidates),
         "relaxed": sum(_usable(relaxed.get(c["candidate_id"])) for c in candidates),
-        "valid": sum(f["valid"] for f in flags.values()),
-        "unique": sum(f["unique"] for f in flags.values()),
-        "novel": sum(f["novel"] for f in flags.values()),
+        "passed_filter": sum(f["passed"] for f in flags.values()),
     }
     return {"flags": flags, "counts": counts, "seconds": time.perf_counter() - started}
 
 
 @job
 def hull_reference(chemsys: str, reference_path: str | None, model: str) -> dict[str, Any]:
-    """The MLFF hull of ``chemsys``: its reference compounds and elements relaxed with ``model``.
+    """The same-level MLFF hull of ``chemsys``: its reference compounds and elements relaxed
+    with ``model`` (the ``same-level`` hull choice).
 
     Its job id depends only on (chemsys, model, reference), not on the campaign, so every
     campaign on the same store reuses the first one's result. Returns
@@ -124,7 +155,7 @@ def hull_reference(chemsys: str, reference_path: str | None, model: str) -> dict
     hull at this level (e.g. an element without a polymorph to relax).
     """
     started = time.perf_counter()
-    records = HullCandidates(load_reference(reference_path).records).within(chemsys)
+    records = HullCandidates(_reference_records(reference_path)).within(chemsys)
     try:
         reference = mlff_hull_reference(chemsys, records, model, progress=False)
     except (ValueError, KeyError, MLFFUnavailable) as error:
@@ -132,68 +163,115 @@ def hull_reference(chemsys: str, reference_path: str | None, model: str) -> dict
     return {**reference.to_dict(), "seconds": time.perf_counter() - started}
 
 
+def hull_spec(hull: str, reference_path: str | None, same_level: Any = None) -> dict[str, Any]:
+    """What a hull stage places energies on.
+
+    ``hull``: ``known-phases`` or ``same-level`` (MLFF stages; the energies of a user's
+    ``reference_path``, when it carries them, win over both) or ``dft-engine`` (a DFT final
+    stage: its own same-level hull). ``same_level``: the hull job's output for the last two.
+    """
+    return {"hull": hull, "reference_path": reference_path, "same_level": same_level}
+
+
+def _hull_from(spec: dict[str, Any]) -> tuple[PlacesEnergies | None, str]:
+    """The hull a spec describes (``None`` and the reason when there is none)."""
+    if spec["hull"] != "dft-engine" and spec.get("reference_path"):
+        records = _reference_records(spec["reference_path"])
+        entries = ReferenceEntries.from_records(records, spec["reference_path"])
+        if entries is not None:
+            return entries.dft_hull(), ""
+    if spec["hull"] == "known-phases":
+        return known_phase_hull(), ""
+    same_level = spec.get("same_level") or {"error": "no same-level hull was built"}
+    if "error" in same_level:
+        return None, same_level["error"]
+    return SameLevelHull(EntryHullReference.from_dict(same_level)), ""
+
+
 def _hull_results(
-    stage_output: dict[str, Any], ids: list[str], reference: dict[str, Any]
-) -> dict[str, dict[str, Any]]:
-    """E_hull of the stage's MLFF energies for ``ids`` against a same-level hull reference."""
+    stage_output: dict[str, Any], ids: list[str], spec: dict[str, Any], chemsys: str
+) -> dict[str, Any]:
+    """E_hull of the stage's energies for ``ids`` on the spec's hull, and its coverage."""
     results = _by_id(stage_output)
-    hull = EntryHullReference.from_dict(reference) if "error" not in reference else None
+    try:
+        hull, error = _hull_from(spec)
+    except ValueError as problem:  # e.g. a --reference whose entries cannot take MLFF energies
+        hull, error = None, str(problem)
     scored: dict[str, dict[str, Any]] = {}
     for cid in ids:
         result = results.get(cid)
         if not _usable(result):
-            scored[cid] = {"e_above_hull": None, "hull_message": "not relaxed"}
+            scored[cid] = {"hull": None, "hull_message": "not relaxed"}
             continue
         if hull is None:
-            scored[cid] = {"e_above_hull": None, "hull_message": reference["error"]}
+            scored[cid] = {"hull": None, "hull_message": error}
             continue
-        structure = as_structure(result["structure"])
-        value = hull.e_above_hull(
-            structure.composition,
-            result["energy_per_atom"],
-            level_of_theory=result["level_of_theory"],
-            kind="total",
-        )
-        scored[cid] = {
-            "e_above_hull": value.e_above_hull,
-            "formation_energy_per_atom": value.formation_energy_per_atom,
-            "hull_reference": value.reference,
-            "level_of_theory": value.level_of_theory,
-            "hull_message": "",
-        }
-    return scored
+        try:
+            value = hull.e_above_hull(
+                as_structure(result["structure"]),
+                result["energy_per_atom"],
+                level_of_theory=result["level_of_theory"],
+            )
+        except (LevelOfTheoryMismatch, UnknownEnergyScale, ValueError) as problem:
+            scored[cid] = {"hull": None, "hull_message": str(problem)}
+            continue
+        scored[cid] = {"hull": value.to_dict(), "hull_message": ""}
+    coverage = hull.coverage(chemsys).to_dict() if hull is not None else None
+    return {"hull": scored, "name": hull.name if hull else error, "coverage": coverage}
 
 
 @job
-def hull_stage(
-    stage_output: dict[str, Any], filtered: dict[str, Any], reference: dict[str, Any]
-) -> dict[str, Any]:
-    """E_hull at the pre-relaxation level for candidates that passed the filter."""
+def hull_stage(stage_output: dict[str, Any], spec: dict[str, Any], chemsys: str) -> dict[str, Any]:
+    """E_hull at the pre-relaxation level of every relaxed candidate (placing an energy on a
+    hull costs nothing next to the relaxation; ``evaluate`` places every one too)."""
     started = time.perf_counter()
-    passed = [cid for cid, f in filtered["flags"].items() if f["novel"]]
-    hull = _hull_results(stage_output, passed, reference)
-    return {"hull": hull, "seconds": time.perf_counter() - started}
+    ids = [r["candidate_id"] for r in stage_output["results"]]
+    hulls = _hull_results(stage_output, ids, spec, chemsys)
+    return {**hulls, "seconds": time.perf_counter() - started}
 
 
 @job
-def select_top_k(hull: dict[str, Any], top_k: int) -> list[str]:
-    """The ``top_k`` candidates with the lowest predicted E_hull (paper: K = 100)."""
+def select_top_k(hull: dict[str, Any], filtered: dict[str, Any], top_k: int) -> list[str]:
+    """The ``top_k`` candidates that passed the filter with the lowest predicted E_hull
+    (paper: K = 100)."""
     scored = [
-        (h["e_above_hull"], cid)
+        (h["hull"]["e_above_hull"], cid)
         for cid, h in hull["hull"].items()
-        if h["e_above_hull"] is not None and math.isfinite(h["e_above_hull"])
+        if filtered["flags"][cid]["passed"]
+        and h["hull"] is not None
+        and math.isfinite(h["hull"]["e_above_hull"])
     ]
     return [cid for _, cid in sorted(scored)[:top_k]]
 
 
 @job
 def final_hull_stage(
-    final: dict[str, Any], selected: list[str], reference: dict[str, Any]
+    final: dict[str, Any], selected: list[str], spec: dict[str, Any], chemsys: str
 ) -> dict[str, Any]:
-    """E_hull of the final stage's energies against the final MLFF's own hull."""
+    """E_hull of the final stage's energies on the final stage's hull."""
     started = time.perf_counter()
-    hull = _hull_results(final, selected, reference)
-    return {"hull": hull, "seconds": time.perf_counter() - started}
+    return {
+        **_hull_results(final, selected, spec, chemsys),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _stage_doc(result: dict[str, Any] | None, hull: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A candidate document's view of one stage (see ``flows.documents.StageResult``)."""
+    if not result or "status" not in result:
+        return None
+    document = {key: result[key] for key in STAGE_FIELDS if key in result}
+    value = (hull or {}).get("hull")
+    document["hull_message"] = (hull or {}).get("hull_message", "")
+    if value is not None:
+        document.update(
+            e_above_hull=value["e_above_hull"],
+            formation_energy_per_atom=value["formation_energy_per_atom"],
+            hull_reference=value["reference"],
+            hull_label=value["label"],
+            hull_coverage=value["coverage"],
+        )
+    return document
 
 
 @job
@@ -205,23 +283,29 @@ def score_campaign(
     selected: list[str],
     final: dict[str, Any],
     final_hull: dict[str, Any],
-    stability_threshold: float = STABILITY_THRESHOLD,
+    reference_path: str | None = None,
+    sun_settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Per-candidate documents (without campaign fields) and the campaign summary counts."""
+    """Per-candidate documents (without campaign fields) and the campaign summary."""
+    settings = SUNSettings.model_validate(sun_settings or {})
     prerelax_results, final_results = _by_id(prerelax), _by_id(final)
+    stages, hulls = [prerelax_results, {}], {}
+    for cid in prerelax_results:
+        value = prerelax_hull["hull"].get(cid, {}).get("hull")
+        if value is not None:
+            hulls[cid] = HullResult.from_dict(value)
+    for cid in selected:  # the final stage wins where it gave a structure and an E_hull
+        value = final_hull["hull"].get(cid, {}).get("hull")
+        if value is not None and _usable(final_results.get(cid)):
+            stages[1][cid] = final_results[cid]
+            hulls[cid] = HullResult.from_dict(value)
+    verdicts = _judge(candidates, stages, hulls, reference_path, settings)
     documents = []
-    for candidate in candidates:
+    for candidate, verdict in zip(candidates, verdicts, strict=True):
         cid = candidate["candidate_id"]
         generated = as_structure(candidate["structure"])
-        flags = filtered["flags"][cid]
-        stage_pre = {**(prerelax_results.get(cid) or {}), **prerelax_hull["hull"].get(cid, {})}
-        stage_final = None
-        if cid in selected:
-            stage_final = {**(final_results.get(cid) or {}), **final_hull["hull"].get(cid, {})}
-        best = stage_final if stage_final and stage_final.get("e_above_hull") is not None else None
-        best = best or stage_pre
-        e_hull = best.get("e_above_hull")
-        stable = is_stable(e_hull, stability_threshold)
+        hull = hulls.get(cid)
+        filter_flags = filtered["flags"][cid]
         documents.append(
             {
                 "candidate_id": cid,
@@ -231,29 +315,30 @@ def score_campaign(
                 "chemsys": generated.composition.chemical_system,
                 "n_atoms": len(generated),
                 "structure": as_structure_dict(candidate["structure"]),
-                "prerelax": _stage_doc(stage_pre),
-                "final": _stage_doc(stage_final) if stage_final else None,
-                "valid": flags["valid"],
-                "valid_composition": flags["valid_composition"],
-                "unique": flags["unique"],
-                "duplicate_of": flags.get("duplicate_of"),
-                "novel": flags["novel"],
-                "matched_reference": flags.get("matched_reference"),
+                "prerelax": _stage_doc(prerelax_results.get(cid), prerelax_hull["hull"].get(cid)),
+                "final": _stage_doc(final_results.get(cid), final_hull["hull"].get(cid))
+                if cid in selected
+                else None,
+                **{k: v for k, v in verdict.to_dict().items() if k not in ("id", "explanation")},
+                "verdict": verdict.explanation,
                 "selected": cid in selected,
-                "e_above_hull": e_hull,
-                "level_of_theory": best.get("level_of_theory") if e_hull is not None else None,
-                "stable": stable,
-                "on_hull": is_on_hull(e_hull),
-                "sun": stable and flags["unique"] and flags["novel"],
-                "failure": flags.get("failure") or (best.get("hull_message") or None),
+                "level_of_theory": hull.level_of_theory if hull else None,
+                "hull_label": hull.label if hull else None,
+                "hull_coverage": hull.coverage.label() if hull and hull.coverage else None,
+                "hull_complete": hull.coverage.complete if hull and hull.coverage else None,
+                "failure": filter_flags["failure"] or _hull_failure(cid, prerelax_hull, final_hull),
             }
         )
-    summary = dict(filtered["counts"])
-    summary["with_e_above_hull"] = sum(d["e_above_hull"] is not None for d in documents)
-    summary["selected"] = len(selected)
-    summary["stable"] = sum(d["stable"] for d in documents)
-    summary["sun"] = sum(d["sun"] for d in documents)
-    summary["sun_final"] = sum(d["sun"] and d["selected"] for d in documents)
+    hull_stage_used = final_hull if final_hull.get("coverage") else prerelax_hull
+    summary = {
+        **filtered["counts"],
+        "selected": len(selected),
+        **count_verdicts(verdicts),
+        "hull": hull_stage_used.get("name"),
+        "hull_coverage": hull_stage_used.get("coverage"),
+        "prerelax_hull": prerelax_hull.get("name"),
+    }
+    summary["explanation"] = explain_campaign(summary, documents, settings)
     timings = {
         "prerelax": prerelax["seconds"],
         "filter": filtered["seconds"],
@@ -264,6 +349,31 @@ def score_campaign(
     return {"candidates": documents, "summary": summary, "timings": timings}
 
 
+def _hull_failure(cid: str, *stages: dict[str, Any]) -> str | None:
+    messages = [s["hull"].get(cid, {}).get("hull_message") for s in stages]
+    return next((m for m in reversed(messages) if m), None)
+
+
+def explain_campaign(
+    summary: dict[str, Any], documents: list[dict[str, Any]], settings: SUNSettings
+) -> str:
+    """The campaign's verdicts in one line: how many S.U.N., judged how, and their caveats."""
+    labels = sorted({d["hull_label"] for d in documents if d.get("sun") and d.get("hull_label")})
+    text = f"{summary['n_sun']} S.U.N. of {summary['generated']}"
+    text += f" (E_hull <= {settings.stability_threshold} by {', '.join(labels)})" if labels else ""
+    coverage = summary.get("hull_coverage")
+    if coverage:
+        text += f"; hull {coverage['chemsys']}: {coverage['label']}"
+    if summary["n_unverified"]:
+        counted = "counted" if settings.count_unverified else "not counted"
+        text += f"; {summary['n_unverified']} unverified (known MP compositions, {counted})"
+    if summary["n_known"]:
+        text += f"; {summary['n_known']} known"
+    if summary["n_sun_not_converged"]:
+        text += f"; {summary['n_sun_not_converged']} S.U.N. from non-converged relaxations"
+    return text
+
+
 #: What a candidate document keeps of each relaxation stage (see ``StageResult``).
 STAGE_FIELDS = (
     "status",
@@ -271,18 +381,8 @@ STAGE_FIELDS = (
     "structure",
     "energy_per_atom",
     "level_of_theory",
-    "e_above_hull",
-    "formation_energy_per_atom",
-    "hull_reference",
-    "hull_message",
     "rmsd",
     "n_steps",
     "dft_status",
     "properties",
 )
-
-
-def _stage_doc(stage: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not stage or "status" not in stage:
-        return None
-    return {key: stage[key] for key in STAGE_FIELDS if key in stage}

@@ -16,8 +16,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jobflow import Flow, job, run_locally
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from evaluation.screening_hull import UnknownEnergyScale, model_energy_scale
+from evaluation.stability import HullChoice
+from evaluation.sun import SUNSettings
 from flows.campaign import CampaignMaker
 from flows.dft import check_engine, tasks_maker
 from flows.dft.schema import properties_to_tasks
@@ -32,10 +35,14 @@ from pipeline.store import ResultsStore
 ENGINES = ("mlff", "gpaw", "vasp")
 
 
-class CampaignConfig(BaseModel):
-    """A campaign's settings (``configs/campaign/*.yaml``; CLI flags override)."""
+class CampaignConfig(SUNSettings):
+    """A campaign's settings (``configs/campaign/*.yaml``; CLI flags override).
 
-    model_config = ConfigDict(extra="forbid")
+    The verdict settings (``stability_threshold``, ``disorder``, ``matcher``,
+    ``require_charge_balance``, ``count_unverified``, ``reference_complete``, ...) are
+    :class:`~evaluation.sun.SUNSettings`', the ones ``crystalforge evaluate`` takes.
+    ``hull`` says where MLFF energies go (``evaluation.stability``).
+    """
 
     generator: str = "rss"
     num_candidates: int = Field(64, ge=1)
@@ -55,8 +62,10 @@ class CampaignConfig(BaseModel):
         None, description="model checkpoint for 'mattergen' (default: the shipped one)"
     )
     model_steps: int | None = Field(None, ge=1, description="sampling steps T for 'mattergen'")
-    stability_threshold: float = 0.1
-    require_charge_balance: bool = False
+    hull: HullChoice = Field(
+        "known-phases",
+        description="MLFF energies on the DFT hull of the known phases, or a same-level hull",
+    )
     properties: list[str] = Field(
         default_factory=list, description="DFT properties of the top-K: band_gap, bulk_modulus"
     )
@@ -82,6 +91,17 @@ class CampaignConfig(BaseModel):
             tasks_maker(self.engine, ("relax",), self.dft_settings)  # bad settings fail here
         if self.generator == "file" and not self.input:
             raise ValueError("the file generator needs input (a crystal file)")
+        if self.hull == "known-phases":
+            for option, model in (
+                ("prerelax_model", self.prerelax_model),
+                ("final_model", self.final_model),
+            ):
+                if option == "final_model" and self.engine != "mlff":
+                    continue
+                try:
+                    model_energy_scale(model)
+                except UnknownEnergyScale as error:
+                    raise ValueError(f"{option} {model}: {error}") from None
         if self.top_k > self.num_candidates:
             raise ValueError(
                 f"top_k ({self.top_k}) cannot exceed num_candidates ({self.num_candidates})"
@@ -114,8 +134,8 @@ class CampaignConfig(BaseModel):
             n_candidates=self.num_candidates,
             top_k=self.top_k,
             reference_path=self.reference,
-            stability_threshold=self.stability_threshold,
-            require_charge_balance=self.require_charge_balance,
+            hull=self.hull,
+            sun_settings=self.sun_settings().model_dump(),
         )
 
     def _final_stage(self) -> MLFFRelaxMaker | DFTStageMaker:

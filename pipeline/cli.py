@@ -59,6 +59,13 @@ StoreOption = Annotated[
 EXIT_BAD_INPUT = 2
 
 
+class HullOption(StrEnum):
+    """Where MLFF energies go (``evaluation.stability``)."""
+
+    known_phases = "known-phases"
+    same_level = "same-level"
+
+
 class RelaxModel(StrEnum):
     """MLFFs that run offline out of the box (their weights ship with the package)."""
 
@@ -137,6 +144,23 @@ def evaluate(
         Path | None,
         typer.Option(help="Saved MLFF hull (hull.json.gz of `data build`) for E_hull."),
     ] = None,
+    hull: Annotated[
+        HullOption | None,
+        typer.Option(
+            help="Hull for MLFF energies: known-phases (DFT hull of MP-20's near-hull phases, "
+            "MP2020 scale) or same-level (reference compounds relaxed with the MLFF)."
+        ),
+    ] = None,
+    reference_complete: Annotated[
+        bool | None,
+        typer.Option(
+            "--reference-complete/--reference-partial",
+            help="Whether the reference holds every known structure of its compositions "
+            "(default: partial for the shipped set, complete for --reference). A partial "
+            "reference makes a known MP composition it cannot match 'unverified', not novel.",
+        ),
+    ] = None,
+    count_unverified: CountUnverifiedOption = None,
 ) -> None:
     """Score crystals: validity, uniqueness, novelty, stability and S.U.N. rate."""
     from pydantic import ValidationError
@@ -155,6 +179,9 @@ def evaluate(
             "relax_fmax": fmax,
             "relax_steps": steps,
             "hull_reference": str(hull_reference) if hull_reference else None,
+            "hull": hull.value if hull else None,
+            "reference_complete": reference_complete,
+            "count_unverified": count_unverified,
         }
         try:
             settings = EvaluationSettings.model_validate(
@@ -168,7 +195,11 @@ def evaluate(
         reference_name = str(reference) if reference else "shipped reference set"
         typer.echo(f"reference ({reference_name}): {reference_read.summary_line()}", err=True)
         result = run_evaluation(
-            samples_read.records, reference_read.records, settings, reference_name=reference_name
+            samples_read.records,
+            reference_read.records,
+            settings,
+            reference_name=reference_name,
+            user_reference=reference is not None,
         )
         result.summary["input"] = {"path": str(samples), "n_skipped": samples_read.n_skipped}
         written = result.write(output)
@@ -194,21 +225,43 @@ def _print_summary(summary: dict) -> None:
         ("novel", pct("frac_novel")),
         ("unique & novel", pct("frac_unique_novel")),
     ]
+    reference = summary["reference"]
+    rows.insert(
+        4,
+        (
+            "  novelty",
+            f"known {summary['n_known']}, unverified {summary['n_unverified']} (known MP "
+            f"compositions the {'complete' if reference['complete'] else 'partial'} reference "
+            "cannot confirm)",
+        ),
+    )
     if summary.get("stability_evaluated"):
         threshold = summary["settings"]["stability_threshold"]
         rows += [
             (
-                f"stable (<{threshold})",
+                f"stable (<={threshold})",
                 f"{pct('frac_stable')}   on hull (<=0) {pct('frac_on_hull')}",
             ),
             ("S.U.N.", f"{pct('frac_sun')}   S.U.N. on hull {pct('frac_sun_on_hull')}"),
+            ("S.U.N., full hull", pct("frac_sun_complete_hull")),
             (
                 "avg E_hull",
                 f"{summary['avg_e_above_hull']:.3f} eV/atom  ({summary['level_of_theory']})",
             ),
+            ("hull", summary["hull"]),
         ]
+    elif summary.get("carried_energies"):
+        rows.append(
+            (
+                "stability",
+                f"not evaluated: none of the {summary['carried_energies']} carried energies "
+                "could be placed on a hull (see hull_message in structures.csv)",
+            )
+        )
     else:
-        rows.append(("stability", "not evaluated (no energies; use --relax chgnet)"))
+        rows.append(
+            ("stability", "not evaluated: the samples carry no energies (use --relax chgnet)")
+        )
     if summary.get("avg_rmsd") is not None:
         rows.append(
             (
@@ -217,6 +270,17 @@ def _print_summary(summary: dict) -> None:
             )
         )
     typer.echo("\n".join(f"{name:<21}{value}" for name, value in rows))
+    incomplete = summary.get("sun_on_incomplete_hulls") or []
+    shaky = summary.get("n_sun", 0) - summary.get("n_sun_complete_hull", 0)
+    if incomplete and shaky > 0:
+        more = f"; +{len(incomplete) - 1} more systems" if len(incomplete) > 1 else ""
+        typer.secho(
+            f"warning: {shaky} of {summary['n_sun']} S.U.N. verdicts rest on hulls that miss "
+            f"known phases ({incomplete[0]}{more}); pass --reference with complete DFT entries "
+            "(e.g. Alex-MP-ICSD) for firm verdicts",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
 
 
 @data_app.command("info")
@@ -327,6 +391,30 @@ CheckpointOption = Annotated[
 ModelStepsOption = Annotated[
     int | None, typer.Option(help="Sampling steps T for --generator mattergen.")
 ]
+HullCampaignOption = Annotated[
+    HullOption | None,
+    typer.Option(
+        "--hull",
+        help="Hull for MLFF energies: known-phases (DFT hull of MP-20's near-hull phases, "
+        "MP2020 scale; default) or same-level (reference compounds relaxed with each MLFF).",
+    ),
+]
+CountUnverifiedOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--count-unverified/--verified-only",
+        help="Count 'unverified' novelty (a known MP composition whose structure the reference "
+        "cannot confirm) as novel for S.U.N. (default: verified only).",
+    ),
+]
+ReferenceCompleteOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--reference-complete/--reference-partial",
+        help="Whether the novelty reference holds every known structure of its compositions "
+        "(default: partial for the shipped set, complete for --reference).",
+    ),
+]
 
 
 # The campaign options' parameter names (`campaign run`, `campaign submit`) -> config fields.
@@ -342,6 +430,9 @@ CAMPAIGN_OPTIONS = {
     "reference": "reference",
     "checkpoint": "checkpoint",
     "model_steps": "model_steps",
+    "hull": "hull",
+    "reference_complete": "reference_complete",
+    "count_unverified": "count_unverified",
 }
 
 
@@ -359,6 +450,7 @@ def campaign_settings(config: Path | None, options: dict[str, Any]) -> CampaignC
     except (OSError, yaml.YAMLError) as error:
         raise _fail(f"cannot read config {config}: {error}") from None
     overrides = {field: options[name] for name, field in CAMPAIGN_OPTIONS.items()}
+    overrides["hull"] = overrides["hull"].value if overrides["hull"] else None
     properties = overrides.pop("properties", None)
     if properties:
         overrides["properties"] = [p.strip() for p in properties.split(",") if p.strip()]
@@ -403,6 +495,9 @@ def campaign_run(
     reference: ReferenceOption = None,
     checkpoint: CheckpointOption = None,
     model_steps: ModelStepsOption = None,
+    hull: HullCampaignOption = None,
+    reference_complete: ReferenceCompleteOption = None,
+    count_unverified: CountUnverifiedOption = None,
 ) -> None:
     """Generate, pre-relax, filter, hull, select and score candidates for a chemical system."""
     from pipeline.campaign import run_campaign
@@ -420,31 +515,57 @@ def campaign_run(
         scored = results.query_candidates(document["campaign_id"])
     best = [d for d in scored if d.get("e_above_hull") is not None][:5]
     if best:
-        typer.echo("  best candidates (E_hull eV/atom, level, S.U.N.):")
+        typer.echo("  best candidates (E_hull eV/atom, compared as, verdict):")
         for d in best:
             typer.echo(
                 f"    {d['candidate_id']:<24} {d['formula']:<12} {d['e_above_hull']:8.3f}  "
-                f"{d['level_of_theory']}  {'S.U.N.' if d['sun'] else ''}"
+                f"{d.get('hull_label') or d['level_of_theory']}  {d.get('verdict', '')}"
             )
+    _warn_incomplete_hulls(document.get("summary", {}))
+
+
+def _warn_incomplete_hulls(summary: dict) -> None:
+    """One line when S.U.N. verdicts rest on a hull that misses known phases."""
+    shaky = summary.get("n_sun", 0) - summary.get("n_sun_complete_hull", 0)
+    coverage = summary.get("hull_coverage") or {}
+    if shaky > 0:
+        typer.secho(
+            f"warning: {shaky} of {summary['n_sun']} S.U.N. verdicts rest on a hull that misses "
+            f"known phases ({coverage.get('chemsys', '')}: {coverage.get('label', 'incomplete')}); "
+            "pass --reference with complete DFT entries (e.g. Alex-MP-ICSD) for firm verdicts",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
 
 
 def _print_campaign(document: dict) -> None:
     summary = document.get("summary", {})
     typer.echo(f"campaign {document['campaign_id']} ({document['chemsys']}): {document['status']}")
-    for name in (
-        "generated",
-        "relaxed",
-        "valid",
-        "unique",
-        "novel",
-        "with_e_above_hull",
-        "selected",
-        "stable",
-        "sun",
-        "sun_final",
+    for name, key in (
+        ("generated", "generated"),
+        ("relaxed", "relaxed"),
+        ("passed filter", "passed_filter"),
+        ("selected", "selected"),
+        ("valid", "n_valid"),
+        ("unique", "n_unique"),
+        ("novel", "n_novel"),
+        ("known", "n_known"),
+        ("unverified", "n_unverified"),
+        ("with E_hull", "n_with_e_above_hull"),
+        ("stable", "n_stable"),
+        ("S.U.N.", "n_sun"),
+        ("S.U.N., full hull", "n_sun_complete_hull"),
+        ("not converged", "n_not_converged"),
     ):
-        if name in summary:
-            typer.echo(f"  {name:<18} {summary[name]}")
+        if key in summary:
+            typer.echo(f"  {name:<18} {summary[key]}")
+    if summary.get("hull"):
+        typer.echo(f"  hull               {summary['hull']}")
+    coverage = summary.get("hull_coverage")
+    if coverage:
+        typer.echo(f"  hull coverage      {coverage['chemsys']}: {coverage['label']}")
+    if summary.get("explanation"):
+        typer.echo(f"  verdicts: {summary['explanation']}")
     timings = document.get("timings", {})
     if timings:
         typer.echo("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
@@ -460,7 +581,7 @@ def campaign_list(store: StoreOption = DEFAULT_STORE) -> None:
             summary = document.get("summary", {})
             typer.echo(
                 f"{document['campaign_id']:<40} {document['chemsys']:<12} {document['status']:<10} "
-                f"candidates {summary.get('generated', '-')}  S.U.N. {summary.get('sun', '-')}"
+                f"candidates {summary.get('generated', '-')}  S.U.N. {summary.get('n_sun', '-')}"
             )
 
 
@@ -515,17 +636,36 @@ def results_list(
             "formula",
             "e_above_hull",
             "level_of_theory",
+            "hull_label",
+            "hull_coverage",
+            "hull_complete",
+            "novelty",
+            "known_composition",
+            "valid_structure",
+            "valid_composition",
+            "duplicate_of",
             "selected",
+            "flags",
+            "verdict",
             "failure",
             *flags,
         )
         typer.echo(json.dumps([{k: d.get(k) for k in keys} for d in documents], indent=2))
         return
-    typer.echo(f"{'candidate':<28}{'formula':<14}{'E_hull':>9}  " + " ".join(f[:6] for f in flags))
+    typer.echo(
+        f"{'candidate':<28}{'formula':<14}{'E_hull':>9}  {'E_hull compares':<50}"
+        f"{'hull coverage':<15}{'novelty':<11}" + " ".join(f[:6] for f in flags)
+    )
     for d in documents:
         e_hull = "-" if d.get("e_above_hull") is None else f"{d['e_above_hull']:.3f}"
+        label = d.get("hull_label") or "-"
+        coverage = (d.get("hull_coverage") or "-").split(" known")[0]
         marks = " ".join(("yes" if d.get(f) else "no").ljust(6) for f in flags)
-        typer.echo(f"{d['candidate_id']:<28}{d['formula']:<14}{e_hull:>9}  {marks}")
+        typer.echo(
+            f"{d['candidate_id']:<28}{d['formula']:<14}{e_hull:>9}  {label:<50}"
+            f"{coverage:<15}{d.get('novelty', '-'):<11}{marks}"
+        )
+    typer.echo("E_hull in eV/atom; hull coverage: known hull phases of the system the hull holds")
 
 
 @results_app.command("show")

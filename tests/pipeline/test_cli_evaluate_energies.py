@@ -32,7 +32,7 @@ def read_rows(output: Path) -> dict[str, dict[str, str]]:
         return {row["id"]: row for row in csv.DictReader(stream)}
 
 
-def test_mp_style_dft_entries_are_scored_against_mp_formation_energies(
+def test_mp_style_dft_entries_are_scored_on_the_mp2020_hull_of_the_known_phases(
     tmp_path, mp_style_feo_entry
 ):
     feo = mp_style_feo_entry(-8.3 * 8, "feo-mp-style")
@@ -55,14 +55,17 @@ def test_mp_style_dft_entries_are_scored_against_mp_formation_energies(
     assert math.isfinite(float(scored["e_above_hull"]))
     assert scored["level_of_theory"] == "dft:mp-gga-ggau"
     assert scored["correction"] == "mp2020"
-    assert "legacy" in scored["hull_message"]  # MP2020 vs the legacy-corrected reference, flagged
+    # MP2020-corrected entries on the MP2020 hull of MP-20's phases: one scheme, no mismatch
+    assert scored["hull_message"] == ""
+    assert scored["hull_label"] == "dft:mp-gga-ggau"
+    assert "known hull phases" in scored["hull_coverage"]
     unscored = rows["cu-no-parameters"]
     assert unscored["e_above_hull"] == ""
     assert unscored["stable"] == "False"
-    assert "no MP-style parameters" in unscored["hull_message"]
+    assert "no shipped reference at that level" in unscored["hull_message"]
 
 
-def test_mlff_relaxation_scores_at_one_level_and_a_failure_stays_local(tmp_path):
+def test_same_level_hull_scores_at_one_level_and_a_failure_stays_local(tmp_path):
     fcc_cu = Structure.from_spacegroup("Fm-3m", Lattice.cubic(3.62), ["Cu"], [[0, 0, 0]])
     l10_cuau = Structure(Lattice.tetragonal(2.85, 3.70), ["Cu", "Au"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     broken = Structure(Lattice.cubic(4.0), ["Cu", "Au"], [[0, 0, 0], [0.05, 0, 0]])
@@ -94,6 +97,8 @@ def test_mlff_relaxation_scores_at_one_level_and_a_failure_stays_local(tmp_path)
             "0.1",
             "--steps",
             "200",
+            "--hull",
+            "same-level",
         ],
     )
     assert result.exit_code == 0, result.output

@@ -142,9 +142,9 @@ def test_a_submitted_campaign_run_by_gpu_then_cpu_workers_gives_the_results_of_c
     submit = ["campaign", "submit", *campaign["options"], "--store", store, "--launchpad", lp]
     submit += ["--campaign-id", "cuau"]
     first = ok(crystalforge(*submit, cwd=tmp_path, cache=campaign["cache"]))
-    assert "added 11 Fireworks" in first
+    assert "added 9 Fireworks" in first  # the known-phase hull needs no hull-reference job
     again = ok(crystalforge(*submit, cwd=tmp_path, cache=campaign["cache"]))
-    assert "already on the LaunchPad" in again and len(fireworks_in(tmp_path / "lp.json")) == 11
+    assert "already on the LaunchPad" in again and len(fireworks_in(tmp_path / "lp.json")) == 9
 
     gpu = ok(crystalforge("worker", "rapidfire", "--launchpad", lp, "--category", "gpu",
                           cwd=tmp_path, cache=campaign["cache"]))  # fmt: skip
@@ -174,7 +174,9 @@ def test_a_submitted_campaign_run_by_gpu_then_cpu_workers_gives_the_results_of_c
 def test_the_default_campaign_id_makes_a_second_identical_submission_a_no_op(campaign, tmp_path):
     lp, store = f"embedded:{tmp_path / 'lp.json'}", str(tmp_path / "store")
     submit = ["campaign", "submit", *campaign["options"], "--store", store, "--launchpad", lp]
+    submit += ["--hull", "same-level"]  # with its two hull-reference jobs (CHGNet, SevenNet)
     first = ok(crystalforge(*submit, cwd=tmp_path, cache=campaign["cache"]))
+    assert "added 11 Fireworks" in first
     second = ok(crystalforge(*submit, cwd=tmp_path, cache=campaign["cache"]))
     campaign_id = first.split()[1].rstrip(":")
     assert campaign_id.startswith("Au-Cu-file-") and second.split()[1].rstrip(":") == campaign_id
