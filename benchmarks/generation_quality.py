@@ -241,26 +241,33 @@ def rescore(rows: pd.DataFrame, hull_path: Path, threshold: float = 0.1) -> dict
 
     from evaluation.hull import EntryHullReference, UnknownElementError
 
+    from evaluation.metrics import is_on_hull, is_stable
+
     hull = EntryHullReference.load(hull_path)
     e_hull: list[float | None] = []
+    complete: list[bool] = []  # the hull holds every known hull phase of the sample's system
     for formula, energy, level in zip(
         rows["formula"], rows["energy_per_atom"], rows["level_of_theory"], strict=True
     ):
         if energy == "" or not level:
             e_hull.append(None)
+            complete.append(False)
             continue
         try:
             result = hull.e_above_hull(
                 Composition(formula), float(energy), level_of_theory=level, kind="total"
             )
             e_hull.append(result.e_above_hull)
+            complete.append(result.coverage.complete)
         except UnknownElementError:
             e_hull.append(None)
+            complete.append(False)
+    # verdicts as evaluation.sun defines them: novel is verified novelty, stable E_hull <= 0.1
     unique_novel = [
         _true(u) and _true(n) for u, n in zip(rows["unique"], rows["novel"], strict=True)
     ]
-    stable = [e is not None and e < threshold for e in e_hull]
-    on_hull = [e is not None and e <= 0.0 for e in e_hull]
+    stable = [is_stable(e, threshold) for e in e_hull]
+    on_hull = [is_on_hull(e) for e in e_hull]
     total = len(rows)
     known = [e for e in e_hull if e is not None]
     # Hulls of systems with many elements hold few phases (the training set has few 4+ element
@@ -284,6 +291,11 @@ def rescore(rows: pd.DataFrame, hull_path: Path, threshold: float = 0.1) -> dict
         "frac_on_hull": sum(on_hull) / total,
         "frac_sun": sum(s and u for s, u in zip(stable, unique_novel, strict=True)) / total,
         "frac_sun_on_hull": sum(s and u for s, u in zip(on_hull, unique_novel, strict=True))
+        / total,
+        "frac_complete_hull": sum(complete) / total,
+        "frac_sun_complete_hull": sum(
+            s and u and c for s, u, c in zip(stable, unique_novel, complete, strict=True)
+        )
         / total,
         "avg_e_above_hull": float(np.mean(known)) if known else None,
         "median_e_above_hull": float(np.median(known)) if known else None,
@@ -373,9 +385,9 @@ def markdown(report: dict[str, Any]) -> str:
         ("valid (structure and composition)", "frac_valid"),
         ("unique", "frac_unique"),
         ("novel (vs shipped reference)", "frac_novel"),
-        ("stable, E_hull < 0.1 eV/atom", "frac_stable"),
+        ("stable, E_hull <= 0.1 eV/atom", "frac_stable"),
         ("on or below hull, E_hull <= 0", "frac_on_hull"),
-        ("S.U.N. rate (E_hull < 0.1)", "frac_sun"),
+        ("S.U.N. rate (E_hull <= 0.1)", "frac_sun"),
         ("S.U.N. rate (E_hull <= 0)", "frac_sun_on_hull"),
         ("average E_hull, eV/atom", "avg_e_above_hull"),
         ("average RMSD to relaxed, Å", "avg_rmsd"),

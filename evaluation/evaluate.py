@@ -200,6 +200,21 @@ def _mlff_hulls(
     return results, described
 
 
+def _check_hull_before_work(settings: EvaluationSettings, entries: ReferenceEntries | None) -> None:
+    """Refuse, before any relaxation, MLFF energies the chosen hull cannot take."""
+    from evaluation.screening_hull import UnknownEnergyScale, model_energy_scale
+
+    if settings.relax == "none" or settings.hull_reference:
+        return
+    if entries is not None:
+        entries.dft_hull()  # raises for entries that are not MP-style DFT
+    if entries is not None or settings.hull == "known-phases":
+        try:
+            model_energy_scale(settings.relax)
+        except UnknownEnergyScale as error:
+            raise CrystalInputError(f"--relax {settings.relax}: {error}") from None
+
+
 def _same_level(
     relaxed: Sequence[_Relaxed], reference: Sequence[CrystalRecord], settings: EvaluationSettings
 ) -> list[HullResult | str]:
@@ -324,6 +339,7 @@ def evaluate(
     settings = settings or EvaluationSettings()
     timings: dict[str, float] = {}
     entries = ReferenceEntries.from_records(reference, reference_name)
+    _check_hull_before_work(settings, entries)
 
     clock = time.perf_counter()
     if settings.relax != "none":

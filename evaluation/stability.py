@@ -40,6 +40,8 @@ from evaluation.hull import (
     EntryHullReference,
     HullReference,
     HullResult,
+    LevelOfTheoryMismatch,
+    UnknownElementError,
 )
 from evaluation.known_phases import HullCoverage
 from evaluation.records import CrystalInputError, CrystalRecord
@@ -244,8 +246,6 @@ def place_carried_energy(
     Against the user's reference entries when given (the same preparation and level), else,
     for MP-style DFT entries, against the DFT hull of the known phases (MP2020).
     """
-    from evaluation.hull import LevelOfTheoryMismatch, UnknownElementError
-
     prepared = prepare_entry(record)
     if isinstance(prepared, str):
         return prepared
@@ -279,8 +279,6 @@ def place_carried_energy(
 
 def prepared_formation_energy(entry: PreparedEntry, mu: dict[str, float]) -> float:
     """Formation energy per atom of a prepared entry against elemental energies ``mu``."""
-    from evaluation.hull import UnknownElementError
-
     composition = entry.structure.composition
     missing = sorted(el.symbol for el in composition if el.symbol not in mu)
     if missing:

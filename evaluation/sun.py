@@ -184,7 +184,7 @@ def _novelty(
     phase = known_phases().composition(formula)
     if phase is None or complete:
         return "novel", phase.label if phase else None, ""
-    hull = item.hull
+    hull = item.hull if item.usable else None
     if (
         hull is not None
         and hull.e_above_hull < -settings.new_ground_state_margin
@@ -220,7 +220,18 @@ def judge(
         (:meth:`SUNSettings.complete_reference`).
     n_jobs
         Worker processes for matching.
+
+    Raises
+    ------
+    ValueError
+        When ``index`` was built with other matcher settings (novelty and uniqueness would
+        then mean different things).
     """
+    if index.settings != settings.matcher_settings():
+        raise ValueError(
+            f"the novelty index was built with {index.settings}, the verdicts ask for "
+            f"{settings.matcher_settings()}"
+        )
     usable = [i for i, item in enumerate(items) if item.usable]
     duplicates = find_duplicates(
         [items[i].judged for i in usable], settings=settings.matcher_settings(), n_jobs=n_jobs

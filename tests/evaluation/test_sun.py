@@ -57,9 +57,10 @@ def shipped_index() -> ReferenceIndex:
     return ReferenceIndex.build(load_reference().records)
 
 
-def empty_index(tmp_path) -> ReferenceIndex:
+def empty_index(tmp_path, settings: SUNSettings | None = None) -> ReferenceIndex:
     copper = Structure(Lattice.cubic(3.6), ["Cu"], [[0, 0, 0]])
-    return ReferenceIndex.build([CrystalRecord(copper, "cu", "ref")], cache=tmp_path)
+    matcher = (settings or SUNSettings()).matcher_settings()
+    return ReferenceIndex.build([CrystalRecord(copper, "cu", "ref")], matcher, cache=tmp_path)
 
 
 def test_antifluorite_li2o_and_layered_licoo2_are_never_novel_against_the_shipped_set(
@@ -187,8 +188,10 @@ def test_uniqueness_honours_the_ordered_disordered_matcher(tmp_path):
     other.replace(au, "Cu")
     other.replace(cu, "Au")
     items = [Judged("a", l12, l12), Judged("b", other, other)]
-    index = empty_index(tmp_path)
-    plain = judge(items, index, SUNSettings(), reference_complete=True)
+    plain = judge(items, empty_index(tmp_path), SUNSettings(), reference_complete=True)
     assert [v.unique for v in plain] == [True, True]
-    disordered = judge(items, index, SUNSettings(disorder=True), reference_complete=True)
+    settings = SUNSettings(disorder=True)
+    with pytest.raises(ValueError, match="novelty index was built with"):
+        judge(items, empty_index(tmp_path), settings, reference_complete=True)
+    disordered = judge(items, empty_index(tmp_path, settings), settings, reference_complete=True)
     assert [v.unique for v in disordered] == [True, False] and disordered[1].duplicate_of == "a"

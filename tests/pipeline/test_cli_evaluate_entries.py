@@ -186,3 +186,15 @@ def test_a_reference_that_mixes_levels_is_a_one_line_error(tmp_path):
     assert "mix levels of theory" in result.output
     assert len([line for line in result.output.splitlines() if "error" in line]) == 1
     assert not (output / "summary.json").exists()
+
+
+def test_an_mlff_of_unmeasured_energy_scale_is_refused_before_any_relaxation(tmp_path):
+    samples = write_jsonl_gz([entry(["Li", "Li", "O"], -14.7, "x")], tmp_path / "s.jsonl.gz")
+    config = tmp_path / "matgl.yaml"
+    config.write_text("relax: matgl:/nowhere/M3GNet\n")
+    result = runner.invoke(
+        app, ["evaluate", str(samples), "--config", str(config), "--output", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2, result.output
+    assert "energy scale" in result.output and "same-level" in result.output
+    assert not (tmp_path / "o").exists()
