@@ -68,7 +68,9 @@ def _read_reference(reference_path: str | None, stamp: object) -> tuple[CrystalR
     return tuple(load_reference(reference_path).records)
 
 
-def _novelty_reference(reference_path: str | None, settings: SUNSettings) -> tuple[Any, bool]:
+def _novelty_reference(
+    reference_path: str | None, settings: SUNSettings
+) -> tuple[ReferenceIndex, bool]:
     """The novelty index and whether it counts as complete (a user's reference does)."""
     records = _reference_records(reference_path)
     index = ReferenceIndex.build(records, settings=settings.matcher_settings())
