@@ -121,6 +121,7 @@ def test_mp_style_entries_are_mp2020_corrected_on_both_sides_and_a_bad_entry_fai
         mp_style(Structure(Lattice.cubic(4.0), ["O", "O"], [[0, 0, 0], [0.5, 0, 0]]), -9.8, "O2"),
         mp_style(rocksalt, 8 * -6.9, "FeO"),
     ]
+    unusable = mp_style(rocksalt.copy(), 8 * -7.5, "FeO-no-potcars", potcars=False)
     samples = [
         mp_style(rocksalt.copy(), 8 * -6.95, "FeO-again"),
         mp_style(rocksalt.copy(), 8 * -6.95, "no-potcars", potcars=False),
@@ -131,10 +132,16 @@ def test_mp_style_entries_are_mp2020_corrected_on_both_sides_and_a_bad_entry_fai
     output = tmp_path / "out"
     result = evaluate(
         write_jsonl_gz(samples, tmp_path / "samples.jsonl.gz"),
-        write_jsonl_gz(reference, tmp_path / "entries.jsonl.gz"),
+        write_jsonl_gz([*reference, unusable], tmp_path / "entries.jsonl.gz"),
         output,
     )
     assert result.exit_code == 0, result.output
+    summary = json.loads((output / "summary.json").read_text())
+    skipped = summary["reference"]["entries_skipped"]  # a bad reference entry is left out, named
+    assert (
+        list(skipped) == ["entries:FeO-no-potcars"]
+        and "potcar" in skipped["entries:FeO-no-potcars"]
+    )
     rows = rows_of(output)
     compatibility = MaterialsProject2020Compatibility()
     processed = compatibility.process_entries(reference + samples[:1], inplace=False)
