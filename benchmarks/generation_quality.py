@@ -44,7 +44,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from pymatgen.core import Structure
-from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -152,41 +151,11 @@ def stage_evaluate(work: Path, dataset: Path, jobs: int) -> None:
         subprocess.run(command, check=True, cwd=ROOT)
 
 
-def _space_groups(structures: list[Structure]) -> list[int]:
-    groups = []
-    for structure in structures:
-        try:
-            groups.append(SpacegroupAnalyzer(structure, symprec=SYMPREC).get_space_group_number())
-        except Exception:  # noqa: BLE001 - spglib fails on a few degenerate cells: count as P1
-            groups.append(1)
-    return groups
-
-
-def _distribution(values: list[Any]) -> dict[str, float]:
-    counts = Counter(values)
-    total = sum(counts.values())
-    return {str(k): v / total for k, v in counts.most_common()}
-
-
-def _total_variation(p: dict[str, float], q: dict[str, float]) -> float:
-    return 0.5 * sum(abs(p.get(k, 0.0) - q.get(k, 0.0)) for k in set(p) | set(q))
-
-
 def describe(structures: list[Structure]) -> dict[str, Any]:
-    """Element, atoms-per-cell and space-group distributions of a set of crystals."""
-    groups = _space_groups(structures)
-    elements = [el.symbol for s in structures for el in s.composition.elements]
-    sizes = [len(s) for s in structures]
-    return {
-        "n": len(structures),
-        "elements": _distribution(elements),
-        "atoms_per_cell": _distribution(sizes),
-        "mean_atoms_per_cell": float(np.mean(sizes)),
-        "mean_elements_per_cell": float(np.mean([len(s.composition) for s in structures])),
-        "space_groups": _distribution(groups),
-        "p1_fraction": groups.count(1) / len(groups),
-        "distinct_space_groups": len(set(groups)),
-    }
+    """The chemistry profile of a set (``evaluation.chemistry``)."""
+    from evaluation.chemistry import describe as profile
+
+    return profile(structures, SYMPREC)
 
 
 def plot_distributions(report: dict[str, Any], path: Path) -> None:
@@ -240,7 +209,6 @@ def rescore(rows: pd.DataFrame, hull_path: Path, threshold: float = 0.1) -> dict
     from pymatgen.core import Composition
 
     from evaluation.hull import EntryHullReference, UnknownElementError
-
     from evaluation.metrics import is_on_hull, is_stable
 
     hull = EntryHullReference.load(hull_path)
@@ -303,6 +271,7 @@ def rescore(rows: pd.DataFrame, hull_path: Path, threshold: float = 0.1) -> dict
 
 
 def stage_report(work: Path, dataset: Path) -> dict[str, Any]:
+    from evaluation.chemistry import compare
     from evaluation.crystal_io import read_crystals
 
     _, _, train_structures = training_crystals(dataset)
@@ -322,13 +291,7 @@ def stage_report(work: Path, dataset: Path) -> dict[str, Any]:
         rows = pd.read_csv(work / f"eval-{name}" / "structures.csv", keep_default_na=False)
         structures = [r.structure for r in read_crystals(work / f"{name}.extxyz").records]
         shape = describe(structures)
-        shape["tv_elements_vs_training"] = _total_variation(shape["elements"], training["elements"])
-        shape["tv_atoms_per_cell_vs_training"] = _total_variation(
-            shape["atoms_per_cell"], training["atoms_per_cell"]
-        )
-        shape["tv_space_groups_vs_training"] = _total_variation(
-            shape["space_groups"], training["space_groups"]
-        )
+        shape.update({f"{k}_vs_training": v for k, v in compare(shape, training).items()})
         relax = Counter(rows["relax_status"])
         timing_file = work / f"{name}-timing.json"
         scored = rescore(rows, dataset / "hull.json.gz")

@@ -25,31 +25,16 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import argparse
 import json
-import math
-from collections import Counter
 from pathlib import Path
 
 import torch
 
 from model.checkpoint import load_checkpoint
-from model.crystal import MASK_CLASS, types_to_classes
 from model.data import CrystalTensors
+from model.diagnostics import element_marginal, type_recovery
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "type_recovery.json"
-
-
-def copy_baseline(classes0: torch.Tensor, masked: torch.Tensor, atom_batch: torch.Tensor) -> float:
-    """Accuracy of predicting each masked atom as its crystal's most common visible element."""
-    hits, total = 0, 0
-    for crystal in atom_batch.unique().tolist():
-        atoms = atom_batch == crystal
-        visible = classes0[atoms & ~masked].tolist()
-        guess = Counter(visible).most_common(1)[0][0] if visible else -1
-        hidden = classes0[atoms & masked]
-        hits += int((hidden == guess).sum())
-        total += len(hidden)
-    return hits / max(total, 1)
 
 
 def main() -> None:
@@ -65,39 +50,11 @@ def main() -> None:
     data = CrystalTensors.load(args.dataset)
     _, validation = data.split(0.1)
     batch = data.batch(validation[: args.n_crystals])
-    classes0 = types_to_classes(batch.atomic_numbers)
-    frequencies = torch.bincount(types_to_classes(data.atomic_numbers), minlength=MASK_CLASS + 1)
-    marginal = frequencies[:MASK_CLASS].float() / frequencies[:MASK_CLASS].sum()
-    rows = []
-    for step in (100, 300, 500, 700, 900, 1000):
-        steps = torch.full((batch.num_crystals,), step)
-        with torch.no_grad():
-            noisy = network.diffusion.corrupt(batch, steps, network.statistics.volume_per_atom)
-            output = network(noisy.batch, noisy.t)
-        logits = output.type_logits.clone()
-        logits[:, MASK_CLASS] = -math.inf
-        log_p = torch.log_softmax(logits, dim=-1)
-        masked = noisy.types_t == MASK_CLASS
-        truth = classes0[masked]
-        predicted = log_p[masked].argmax(-1)
-        same_crystal = [
-            int(p) in set(classes0[batch.batch == batch.batch[i]].tolist())
-            for p, i in zip(predicted, torch.nonzero(masked).squeeze(-1), strict=True)
-        ]
-        rows.append(
-            {
-                "step": step,
-                "masked_atoms": int(masked.sum()),
-                "accuracy": float((predicted == truth).float().mean()),
-                "copy_baseline_accuracy": copy_baseline(classes0, masked, batch.batch),
-                "in_crystal": sum(same_crystal) / len(same_crystal),
-                "nll": float(-log_p[masked].gather(1, truth[:, None]).mean()),
-                "marginal_nll": float(-marginal[truth].clamp_min(1e-12).log().mean()),
-            }
-        )
-        r = rows[-1]
+    rows = type_recovery(network, batch, element_marginal(data.atomic_numbers), seed=args.seed)
+    for r in rows:
         print(
-            f"t={step / 1000:.1f}: masked {r['masked_atoms']:5d}  accuracy {r['accuracy']:.3f} "
+            f"t={r['step'] / 1000:.1f}: masked {r['masked_atoms']:5d}  "
+            f"accuracy {r['accuracy']:.3f} "
             f"(copy-visible baseline {r['copy_baseline_accuracy']:.3f})  in-crystal "
             f"{r['in_crystal']:.3f}  NLL {r['nll']:.2f} (marginal {r['marginal_nll']:.2f})"
         )

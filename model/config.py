@@ -34,7 +34,22 @@ class DiffusionConfig:
 
 @dataclass
 class NetworkConfig:
-    """GemNet-dT-style score network (A.8); ``condition_dim > 0`` adds the B44 adapters."""
+    """GemNet-dT-style score network (A.8); ``condition_dim > 0`` adds the B44 adapters.
+
+    Departures from the paper's network, each measured and off by default so older checkpoints
+    load unchanged (``benchmarks/model_ablation.py``):
+
+    * ``crystal_context``: before every layer, the per-crystal mean of the atom states passes
+      through a small MLP and is added to every atom: a channel for the crystal's composition
+      whatever the distance (local messages alone leave types to guess while positions are
+      still noise);
+    * ``neighbor_shells``: the ``max_neighbors`` cap keeps a whole distance shell (ties within
+      0.01 Å) instead of splitting it arbitrarily, which broke symmetry;
+    * ``smooth_outputs``: per-edge force and lattice outputs are weighted by the radial
+      envelope, so an edge crossing the cutoff changes the scores continuously;
+    * ``avg_neighbors``: messages are summed and scaled by ``1/sqrt(avg_neighbors)``, the
+      typical neighbour count at this cutoff (0: ``max_neighbors``, the old scaling).
+    """
 
     hidden_dim: int = 512
     num_layers: int = 4
@@ -47,6 +62,10 @@ class NetworkConfig:
     time_dim: int = 64
     condition_dim: int = 0
     lattice_prior_score: bool = True
+    crystal_context: bool = False
+    neighbor_shells: bool = False
+    smooth_outputs: bool = False
+    avg_neighbors: float = 0.0
 
 
 @dataclass
@@ -160,6 +179,7 @@ def _validate(config: ModelConfig) -> None:
         (config.network.cutoff > 0, "network.cutoff must be > 0"),
         (config.network.max_neighbors >= 1, "network.max_neighbors must be ≥ 1"),
         (config.network.max_images >= 1, "network.max_images must be ≥ 1"),
+        (config.network.avg_neighbors >= 0, "network.avg_neighbors must be ≥ 0"),
         (config.training.batch_size >= 1, "training.batch_size must be ≥ 1"),
         (config.training.learning_rate > 0, "training.learning_rate must be > 0"),
         (

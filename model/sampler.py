@@ -2,7 +2,10 @@
 
 From the prior (all types [MASK], uniform coordinates, the lattice of A30), ``T`` ancestral
 predictor steps move ``t_i = i/T → t_{i-1}`` with A6 (coordinates, VE), A8 (lattice, VP) and A16
-(types, D3PM). After every predictor step except the last, one Langevin corrector step
+(types, D3PM). The last step (to ``t = 0``) returns the noise-free mean of the coordinate and
+lattice updates, as MatterGen does: the noise it would add is pure blur around the denoised
+crystal (returning the last noisy draw lowered every sample's symmetry, even with an exact
+score). After every predictor step except the last, one Langevin corrector step
 (Song et al. 2021, Algorithms 4 and 5) refines coordinates and lattice at ``t_{i-1}`` with
 signal-to-noise ratios 0.4 and 0.2. Every random draw comes from one ``torch.Generator``, so a
 seed reproduces a run on the same device. A crystal whose state or scores become NaN/Inf is
@@ -194,10 +197,14 @@ def _predictor(batch, out, frac_score, t_now, t_prev, network, volume_per_atom, 
     tp = torch.full_like(t, t_prev)
     sigma = diffusion.coord_sigma(t, batch.num_atoms)[atom_batch]
     sigma_prev = diffusion.coord_sigma(tp, batch.num_atoms)[atom_batch]
+    # the final step returns the denoised mean (the draws keep the generator's stream aligned)
+    keep_noise = 0.0 if t_prev == 0 else 1.0
     noise = torch.randn(batch.frac_coords.shape, generator=generator, device=device, dtype=dtype)
-    frac = diffusion.coords.predictor_step(batch.frac_coords, frac_score, sigma, sigma_prev, noise)
+    frac = diffusion.coords.predictor_step(
+        batch.frac_coords, frac_score, sigma, sigma_prev, keep_noise * noise
+    )
     beta = diffusion.lattice.step_beta(t, tp)
-    lattice_noise = symmetric_noise(batch.num_crystals, generator, device, dtype)
+    lattice_noise = keep_noise * symmetric_noise(batch.num_crystals, generator, device, dtype)
     lattice = diffusion.lattice.predictor_step(
         batch.lattice, out.lattice, beta, batch.num_atoms, volume_per_atom, lattice_noise
     )

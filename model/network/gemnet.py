@@ -71,7 +71,7 @@ class InteractionLayer(nn.Module):
         self.atom_update = _mlp(hidden, hidden, hidden)
         self.force_head = _mlp(hidden, hidden, 1)
         self.lattice_head = _mlp(hidden, hidden, 1)
-        self.neighbor_scale = 1.0 / config.max_neighbors**0.5
+        self.neighbor_scale = 1.0 / (config.avg_neighbors or config.max_neighbors) ** 0.5
 
     def forward(
         self,
@@ -101,6 +101,24 @@ class InteractionLayer(nn.Module):
         )
 
 
+class CrystalContext(nn.Module):
+    """The crystal-wide channel: every atom receives an MLP of its crystal's mean atom state.
+
+    A mean over the cell's atoms is invariant to rotations, translations, atom order and the
+    choice of (super)cell, so the scores keep their symmetries.
+    """
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden)
+        self.mlp = _mlp(hidden, hidden, hidden)
+
+    def forward(self, atoms: Tensor, batch: CrystalBatch) -> Tensor:
+        counts = batch.num_atoms.to(atoms.dtype)[:, None]
+        mean = segment_sum(atoms, batch.batch, batch.num_crystals) / counts
+        return atoms + self.mlp(self.norm(mean))[batch.batch]
+
+
 class ScoreNetwork(nn.Module):
     """``s_θ(M_t, t[, g])`` → :class:`ScoreOutput` (see the module docstring)."""
 
@@ -119,6 +137,8 @@ class ScoreNetwork(nn.Module):
             for index in range(network.num_layers)
         )
         self.type_head = nn.Linear(hidden, NUM_CLASSES, bias=False)  # W of A31
+        if network.crystal_context:
+            self.contexts = nn.ModuleList(CrystalContext(hidden) for _ in range(network.num_layers))
         if network.condition_dim > 0:
             self.adapters = nn.ModuleList(
                 _mlp(network.condition_dim, hidden, hidden) for _ in range(network.num_layers)
@@ -147,7 +167,11 @@ class ScoreNetwork(nn.Module):
         # would move edges across the cutoff)
         with torch.autocast(device_type=batch.lattice.device.type, enabled=False):
             graph = periodic_radius_graph(
-                batch, self.config.cutoff, self.config.max_neighbors, self.config.max_images
+                batch,
+                self.config.cutoff,
+                self.config.max_neighbors,
+                self.config.max_images,
+                shells=self.config.neighbor_shells,
             )
         atoms = self.atom_embedding(types_to_classes(batch.atomic_numbers))
         atoms = (
@@ -174,9 +198,18 @@ class ScoreNetwork(nn.Module):
             edges_per_crystal[graph.crystal] * graph.lengths.clamp_min(1e-3) ** 2
         )
         outer_products = graph.vectors[:, :, None] * graph.vectors[:, None, :]
+        # per-edge outputs fade out at the cutoff: edges entering or leaving the graph change
+        # the scores continuously
+        fade = (
+            self.radial.envelope(graph.lengths / self.config.cutoff)
+            if self.config.smooth_outputs
+            else None
+        )
         forces = atoms.new_zeros((num_atoms_total, 3))
         stress = atoms.new_zeros((batch.num_crystals, 3, 3))
         for index, layer in enumerate(self.layers):
+            if self.config.crystal_context:
+                atoms = self.contexts[index](atoms, batch)
             if gates is not None:
                 atoms = (
                     atoms
@@ -186,6 +219,8 @@ class ScoreNetwork(nn.Module):
             atoms, edges, force, phi = layer(
                 atoms, edges, graph, radial, (trip.outer, trip.inner), triplet_features
             )
+            if fade is not None:
+                force, phi = force * fade, phi * fade
             forces = forces + segment_sum(force[:, None] * unit, graph.center, num_atoms_total)
             stress = stress + segment_sum(
                 (phi * lattice_weight)[:, None, None] * outer_products,

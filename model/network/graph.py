@@ -53,23 +53,44 @@ def _pairs(num_atoms: Tensor, first_atom: Tensor) -> tuple[Tensor, Tensor, Tenso
     return first_atom[crystal] + local // n, first_atom[crystal] + local % n, crystal
 
 
-def _nearest(center: Tensor, lengths: Tensor, max_neighbors: int) -> Tensor:
-    """Boolean mask keeping the ``max_neighbors`` shortest edges of every centre atom."""
+#: Edges this close (Å) to the last one the neighbour cap admits belong to its shell.
+SHELL_TOLERANCE = 0.01
+
+
+def _nearest(center: Tensor, lengths: Tensor, max_neighbors: int, shells: bool = False) -> Tensor:
+    """Boolean mask keeping the ``max_neighbors`` shortest edges of every centre atom.
+
+    With ``shells`` the cap never splits a distance shell: every edge within
+    :data:`SHELL_TOLERANCE` of the ``max_neighbors``-th shortest is kept too (ties are otherwise
+    broken by sort order, which keeps, say, 2 of an ideal cubic cell's 6 equivalent images).
+    """
     order = torch.argsort(lengths)
     order = order[torch.argsort(center[order], stable=True)]
     sorted_center = center[order]
     counts = torch.bincount(sorted_center)
     group_start = torch.cumsum(counts, 0) - counts
     rank = torch.arange(order.shape[0], device=center.device) - group_start[sorted_center]
+    admitted = rank < max_neighbors
+    if shells:
+        last = torch.full_like(counts, -1.0, dtype=lengths.dtype)  # the cap's last length
+        at_cap = rank == max_neighbors - 1
+        last[sorted_center[at_cap]] = lengths[order[at_cap]]
+        bound = last[sorted_center]
+        admitted |= (bound >= 0) & (lengths[order] <= bound + SHELL_TOLERANCE)
     keep = torch.zeros_like(lengths, dtype=torch.bool)
-    keep[order[rank < max_neighbors]] = True
+    keep[order[admitted]] = True
     return keep
 
 
 def periodic_radius_graph(
-    batch: CrystalBatch, cutoff: float, max_neighbors: int, max_images: int = 4
+    batch: CrystalBatch,
+    cutoff: float,
+    max_neighbors: int,
+    max_images: int = 4,
+    shells: bool = False,
 ) -> PeriodicGraph:
-    """The periodic radius graph of ``batch`` (see the module docstring)."""
+    """The periodic radius graph of ``batch`` (see the module docstring); ``shells`` keeps
+    whole distance shells at the neighbour cap (:func:`_nearest`)."""
     lattice, frac = batch.lattice, batch.frac_coords
     device, dtype = lattice.device, lattice.dtype
     with torch.no_grad():
@@ -102,7 +123,7 @@ def periodic_radius_graph(
     center, neighbor, frac_vectors, vectors, lengths, crystal = (
         torch.cat([part[i] for part in parts]) for i in range(6)
     )
-    keep = _nearest(center, lengths.detach(), max_neighbors)
+    keep = _nearest(center, lengths.detach(), max_neighbors, shells)
     return PeriodicGraph(
         center=center[keep],
         neighbor=neighbor[keep],

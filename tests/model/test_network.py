@@ -24,12 +24,22 @@ import model
 from model.config import load_model_config
 from model.crystal import NUM_CLASSES, wrap
 
-CONFIGS = {"tiny": TINY, "small": SMALL}
+#: Every departure of NetworkConfig switched on (crystal context, whole shells at the cap,
+#: smooth outputs, neighbour-count normalisation): the same symmetries must hold.
+IMPROVED = tiny_config(
+    crystal_context=True, neighbor_shells=True, smooth_outputs=True, avg_neighbors=8.0
+)
+CONFIGS = {"tiny": TINY, "small": SMALL, "improved": IMPROVED}
 
 
-@pytest.fixture(scope="module", params=["tiny", "small"])
+def _config(name):
+    config = CONFIGS[name]
+    return config if not isinstance(config, type(TINY)) else load_model_config(config)
+
+
+@pytest.fixture(scope="module", params=["tiny", "small", "improved"])
 def setup(request):
-    config = load_model_config(CONFIGS[request.param])
+    config = _config(request.param)
     network = build_network(CONFIGS[request.param], seed=3)
     batch = random_batch(seed=0, num_atoms=(2, 3, 5))
     assert_no_neighbor_ties(batch, config)
@@ -294,3 +304,82 @@ def test_the_periodic_graph_keeps_the_nearest_max_neighbors_edges_of_each_atom()
         kept = torch.sort(capped.lengths[capped.center == centre]).values
         assert kept.shape[0] == min(12, everything.shape[0])
         torch.testing.assert_close(kept, everything[: kept.shape[0]])
+
+
+def cubic_batatio3(a: float = 4.0):
+    """Ideal cubic BaTiO3 (a = 4 Å)."""
+    from model.crystal import CrystalBatch
+
+    frac = [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
+    return CrystalBatch(
+        atomic_numbers=torch.tensor([56, 22, 8, 8, 8]),
+        frac_coords=torch.tensor(frac, dtype=torch.float64),
+        lattice=(a * torch.eye(3, dtype=torch.float64))[None],
+        num_atoms=torch.tensor([5]),
+    )
+
+
+def test_the_neighbour_cap_keeps_whole_shells_when_asked():
+    """Ideal cubic BaTiO3 with a cap of 10: Ti's shells are 6 O (2.0 Å), 8 Ba (3.46 Å) and
+    6 Ti (4.0 Å); the plain cap keeps 4 of the 8 equivalent Ba, an arbitrary half."""
+    from model.network.graph import periodic_radius_graph
+
+    batch = cubic_batatio3()
+    ti = 1
+    split = periodic_radius_graph(batch, 4.5, max_neighbors=10, max_images=2)
+    whole = periodic_radius_graph(batch, 4.5, max_neighbors=10, max_images=2, shells=True)
+    split_lengths = torch.sort(split.lengths[split.center == ti]).values
+    whole_lengths = torch.sort(whole.lengths[whole.center == ti]).values
+    assert split_lengths.shape[0] == 10
+    assert whole_lengths.shape[0] == 14
+    assert float(whole_lengths[-1]) == pytest.approx(3.0**0.5 * 2.0)
+    # every atom keeps whole shells: O has 2 Ti, then 4 Ba and 8 O all at 2.83 Å
+    assert [int((whole.center == i).sum()) for i in range(5)] == [12, 14, 14, 14, 14]
+
+
+def test_with_smooth_outputs_an_edge_crossing_the_cutoff_changes_the_scores_continuously():
+    from model.crystal import CrystalBatch
+
+    def scores(smooth: bool, separation: float):
+        network = build_network(tiny_config(cutoff=4.5, max_neighbors=50, smooth_outputs=smooth))
+        batch = CrystalBatch(  # two atoms in a long cell: one edge, about to leave the graph
+            atomic_numbers=torch.tensor([8, 8]),
+            frac_coords=torch.tensor(
+                [[0.0, 0.0, 0.0], [separation / 12.0, 0.0, 0.0]], dtype=torch.float64
+            ),
+            lattice=torch.diag(torch.tensor([12.0, 12.0, 12.0], dtype=torch.float64))[None],
+            num_atoms=torch.tensor([2]),
+        )
+        with torch.no_grad():
+            return network(batch, torch.tensor([0.3], dtype=torch.float64)).coords
+
+    for smooth in (False, True):
+        jump = float((scores(smooth, 4.5 - 1e-6) - scores(smooth, 4.5 + 1e-6)).abs().max())
+        assert (jump < 1e-6) == smooth, (smooth, jump)
+
+
+def test_the_crystal_context_sees_a_supercell_as_the_same_crystal():
+    """Type logits depend on atoms and their environments, not on the cell chosen: the
+    crystal-wide mean is the same over a cell and its 2x1x1 supercell."""
+    from model.crystal import CrystalBatch
+
+    network = build_network(IMPROVED)
+    cell = cubic_batatio3(4.6)  # a > cutoff / 2 in every direction, so no edge is lost
+    frac = cell.frac_coords
+    doubled = CrystalBatch(
+        atomic_numbers=cell.atomic_numbers.repeat(2),
+        frac_coords=torch.cat(
+            [
+                frac * torch.tensor([0.5, 1, 1]),
+                (frac + torch.tensor([1, 0, 0])) * torch.tensor([0.5, 1, 1]),
+            ]
+        ).double(),
+        lattice=(cell.lattice * torch.tensor([[2.0], [1.0], [1.0]]).double()),
+        num_atoms=torch.tensor([10]),
+    )
+    t = torch.tensor([0.4], dtype=torch.float64)
+    with torch.no_grad():
+        single = network(cell, t).type_logits
+        double = network(doubled, t).type_logits
+    close(double[:5], single)
+    close(double[5:], single)
