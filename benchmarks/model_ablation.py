@@ -68,6 +68,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "training.batch_size": 64,
         "training.learning_rate": 6e-4,
     },
+    "all+sigma1": {
+        "loss.cross_entropy": 1.0,
+        "network.crystal_context": True,
+        **GRAPH_FIXES,
+        "diffusion.coord_sigma_max": 1.0,
+    },
 }
 ANIONS = {"N", "O", "F", "S", "Cl", "Se", "Br", "Te", "I", "P", "As", "C", "H"}
 
@@ -99,7 +105,9 @@ def train_variant(name: str, data_path: Path, steps: int, work: Path) -> tuple[A
         data = CrystalTensors.load(data_path)
         result = train(variant_config(name, steps), data, out, device="cpu", log=lambda _: None)
         timing.write_text(json.dumps({"seconds": result.wall_seconds}))
-    return load_checkpoint(last).network.eval(), json.loads(timing.read_text())["seconds"]
+    loaded = load_checkpoint(last)
+    loaded.network.final_losses = loaded.payload["history"][-1]  # the last validation record
+    return loaded.network.eval(), json.loads(timing.read_text())["seconds"]
 
 
 def draw(network, count: int, seed: int = 0):
@@ -171,6 +179,9 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "tv_to_training": compare(profile, training),
         "training_data": {k: v for k, v in training.items() if not isinstance(v, dict)},
         "sampling_seconds": sampling_seconds,
+        "final_losses": {
+            k: v for k, v in network.final_losses.items() if k.startswith(("train_", "validation"))
+        },
     }
     if args.perov:
         perov_network, perov_seconds = train_variant(
@@ -188,8 +199,8 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def table(results: dict[str, Any]) -> str:
     lines = [
         "| variant | steps | s | recovery t=0.1 (copy) | in crystal | elements/cell | <=4 el. | P1 "
-        "| d>=0.5 | perov ABX3 | perov proto |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| d>=0.5 | coord | cell | perov ABX3 | perov proto |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, entry in results.items():
         first = entry["type_recovery"][0]
@@ -201,6 +212,8 @@ def table(results: dict[str, Any]) -> str:
             f"{first['in_crystal']:.2f} | {samples['mean_elements_per_cell']:.2f} | "
             f"{samples['share_at_most_4_elements']:.2f} | {samples['p1_fraction']:.2f} | "
             f"{samples['share_min_distance_ok']:.2f} | "
+            f"{entry.get('final_losses', {}).get('train_coord', float('nan')):.1f} | "
+            f"{entry.get('final_losses', {}).get('train_cell', float('nan')):.2f} | "
             f"{perov.get('two_cations_three_anions', float('nan')):.2f} | "
             f"{perov.get('prototype', float('nan')):.2f} |"
         )
