@@ -4,7 +4,8 @@
         [--steps 1500] [--perov-steps 1800] [--samples 96] [--variants baseline,ce,...]
         [--work runs/ablation]
 
-Each variant is ``configs/model/small.yaml`` with a few settings changed (:data:`VARIANTS`),
+Each variant is the v1 small recipe (``configs/model/small.yaml`` with every departure switched
+off, :data:`V1_RECIPE`) with a few settings changed (:data:`VARIANTS`),
 trained from scratch with the same seed and batch order for ``--steps`` steps on one CPU
 thread, then measured:
 
@@ -40,7 +41,17 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "model_ablation.json"
 SMALL = ROOT / "configs" / "model" / "small.yaml"
 
-#: Variant -> changes to small.yaml ("section.key": value).
+#: small.yaml as v1 shipped it: the baseline every variant changes.
+V1_RECIPE = {
+    "network.crystal_context": False,
+    "network.neighbor_shells": False,
+    "network.smooth_outputs": False,
+    "network.avg_neighbors": 0.0,
+    "network.max_neighbors": 16,
+    "network.cutoff": 5.0,
+    "loss.cross_entropy": 0.01,
+}
+#: Variant -> changes to the v1 recipe ("section.key": value).
 GRAPH_FIXES = {
     "network.neighbor_shells": True,
     "network.smooth_outputs": True,
@@ -68,6 +79,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "training.batch_size": 64,
         "training.learning_rate": 6e-4,
     },
+    "all+no-lattice-prior": {
+        "loss.cross_entropy": 1.0,
+        "network.crystal_context": True,
+        **GRAPH_FIXES,
+        "network.lattice_prior_score": False,
+    },
     "all+sigma1": {
         "loss.cross_entropy": 1.0,
         "network.crystal_context": True,
@@ -82,7 +99,7 @@ def variant_config(name: str, steps: int):
     from model.config import load_model_config
 
     config = copy.deepcopy(load_model_config(SMALL))
-    for key, value in VARIANTS[name].items():
+    for key, value in {**V1_RECIPE, **VARIANTS[name]}.items():
         section, field = key.split(".")
         setattr(getattr(config, section), field, value)
     config.name = f"ablation-{name}"

@@ -3,7 +3,7 @@ write its model card (data, size, steps, wall time, hardware, loss curves, evalu
 
     python scripts/release_checkpoint.py --run runs/small-v1 --dataset runs/dataset
         [--quality benchmarks/results/generation_quality.json] [--notes NOTES.md]
-        [--name crystalforge-small-v1]
+        [--name crystalforge-small-v2]
 
 Inputs: ``RUN/best.pt`` and ``RUN/history.json`` (``crystalforge train``), ``DATASET/report.json``
 (``crystalforge data build``), the generation-quality results (benchmarks/generation_quality.py)
@@ -130,7 +130,12 @@ def model_card(
         f"held out {training.get('validation_fraction', 0.05):.0%} by the same hash (a subset of "
         "those).",
         "- Credit: Materials Project, Alexandria, JARVIS-DFT and LeMat-Bulk samples through "
-        "LeMaterial (CC-BY-4.0); perov_5 and carbon_24 from the CDVAE benchmark splits.",
+        "LeMaterial (CC-BY-4.0)"
+        + (
+            "; perov_5 and carbon_24 from the CDVAE benchmark splits."
+            if any("perov_5" in s or "carbon_24" in s for s in dataset["sources"])
+            else "."
+        ),
         "",
         "## Training",
         f"- Hardware: {run.get('hardware', run.get('device'))}; device `{run['device']}`.",
@@ -167,10 +172,9 @@ def model_card(
         "## Reproduce",
         "```bash",
         "S=../shared/data/structures",
-        "crystalforge data build $S/lemat/mp $S/lemat/alexandria $S/lemat/jarvis "
-        "$S/lemat_bulk/seed_42 $S/lemat_bulk/seed_123 $S/lemat_bulk/seed_456 "
-        "$S/lemat_bulk/seed_789 $S/perov_5/val.csv $S/carbon_24/val.csv "
-        "--out runs/dataset --jobs 2",
+        "crystalforge data build "
+        + " ".join(_shared_path(source) for source in dataset["sources"])
+        + " --out runs/dataset --jobs 2",
         f"crystalforge train --config configs/model/{config['name']}.yaml "
         f"--data runs/dataset/dataset.pt --out runs/{name} --max-steps {run['step']}",
         f"python scripts/release_checkpoint.py --run runs/{name} --dataset runs/dataset "
@@ -180,6 +184,12 @@ def model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _shared_path(source: str) -> str:
+    """``.../shared/data/structures/lemat/mp`` -> ``$S/lemat/mp`` (``S``: shared structures)."""
+    marker = "data/structures/"
+    return "$S/" + source.split(marker, 1)[1] if marker in source else source
 
 
 def _fmt(value: float | None) -> str:
@@ -198,7 +208,7 @@ def main() -> None:
         "--quality", type=Path, default=ROOT / "benchmarks/results/generation_quality.json"
     )
     parser.add_argument("--notes", type=Path, default=None)
-    parser.add_argument("--name", default="crystalforge-small-v1")
+    parser.add_argument("--name", default="crystalforge-small-v2")
     parser.add_argument("--out-dir", type=Path, default=CHECKPOINTS)
     parser.add_argument(
         "--sampling-steps", type=int, default=None, help="default sampling steps of the release"
