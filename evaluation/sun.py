@@ -99,7 +99,7 @@ class SUNSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    stability_threshold: float = STABILITY_THRESHOLD
+    stability_threshold: float = Field(STABILITY_THRESHOLD, ge=0)
     disorder: bool = False
     matcher: MatcherTolerances = Field(default_factory=MatcherTolerances)
     require_charge_balance: bool = False

@@ -13,11 +13,13 @@ import hashlib
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from jobflow import Flow, job, run_locally
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from evaluation.mlff_reference import reference_elements
 from evaluation.screening_hull import UnknownEnergyScale, model_energy_scale
 from evaluation.stability import HullChoice
 from evaluation.sun import SUNSettings
@@ -76,21 +78,29 @@ class CampaignConfig(SUNSettings):
         None, description="MP2020-compatible DFT entries (JSON) for the vasp engine's hull"
     )
 
+    @field_validator("generator")
+    @classmethod
+    def _known_generator(cls, value: str) -> str:
+        if value not in GENERATORS:
+            raise ValueError(f"must be one of {', '.join(sorted(GENERATORS))}, got {value!r}")
+        return value
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        if value not in ENGINES:
+            raise ValueError(f"must be one of {', '.join(ENGINES)}, got {value!r}")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> CampaignConfig:
-        if self.generator not in GENERATORS:
-            raise ValueError(
-                f"generator must be one of {sorted(GENERATORS)}, got {self.generator!r}"
-            )
-        if self.engine not in ENGINES:
-            raise ValueError(f"engine must be one of {list(ENGINES)}, got {self.engine!r}")
         if self.properties and self.engine == "mlff":
             raise ValueError("--properties needs a DFT engine (--engine gpaw or vasp)")
         properties_to_tasks(self.properties)  # unknown names fail here, not on a worker
         if self.engine != "mlff":
             tasks_maker(self.engine, ("relax",), self.dft_settings)  # bad settings fail here
         if self.generator == "file" and not self.input:
-            raise ValueError("the file generator needs input (a crystal file)")
+            raise ValueError("the file generator needs an input file (--input)")
         if self.hull == "known-phases":
             for option, model in (
                 ("prerelax_model", self.prerelax_model),
@@ -104,7 +114,7 @@ class CampaignConfig(SUNSettings):
                     raise ValueError(f"{option} {model}: {error}") from None
         if self.top_k > self.num_candidates:
             raise ValueError(
-                f"top_k ({self.top_k}) cannot exceed num_candidates ({self.num_candidates})"
+                f"top_k {self.top_k} cannot exceed num_candidates {self.num_candidates}"
             )
         return self
 
@@ -204,11 +214,53 @@ def check_campaign(chemsys: str, config: CampaignConfig, *, check_dft_here: bool
     """
     elements = parse_chemsys(chemsys)
     require_arity(elements, 2, config.generator)
+    no_reference = sorted(set(elements) - reference_elements())
+    if no_reference:  # no elemental phase: no hull, no E_hull, nothing to judge
+        raise ValueError(
+            f"{', '.join(no_reference)} in {chemsys}: no known elemental phase to build a hull "
+            "against (the MLFFs and the reference stop at Pu)"
+        )
     if config.generator == "mattergen":  # fail now, not when the generate job runs
         check_checkpoint(config.checkpoint)
+    if config.generator == "file":
+        check_input_file(config.input or "", elements)
     if config.engine != "mlff" and check_dft_here:  # fail now, in one line
         check_engine(config.engine)
     return "-".join(elements)
+
+
+def changed_settings(stored: dict[str, Any], requested: dict[str, Any]) -> list[str]:
+    """``"field: stored -> requested"`` for each setting that differs (compared as JSON)."""
+
+    def canonical(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, default=str)
+
+    return [
+        f"{key}: {stored.get(key)!r} -> {requested.get(key)!r}"
+        for key in sorted(set(stored) | set(requested))
+        if canonical(stored.get(key)) != canonical(requested.get(key))
+    ]
+
+
+def check_input_file(path: str, elements: tuple[str, ...]) -> int:
+    """The number of crystals of ``path`` inside the system ``elements``; a missing or
+    unreadable file, or one with none inside the system, raises ``ValueError`` naming
+    ``--input``."""
+    from evaluation.crystal_io import read_crystals
+    from evaluation.records import CrystalInputError
+
+    try:
+        records = read_crystals(Path(path)).records
+    except CrystalInputError as error:
+        raise ValueError(f"--input {path}: {error}") from None
+    system = set(elements)
+    inside = [r for r in records if system >= {e.symbol for e in r.structure.composition}]
+    if not inside:
+        raise ValueError(
+            f"--input {path}: none of its {len(records)} readable crystals lies in "
+            f"{'-'.join(elements)}"
+        )
+    return len(inside)
 
 
 def prepare_campaign(
@@ -234,6 +286,13 @@ def prepare_campaign(
     existing = store.campaign(campaign_id)
     if existing and existing["chemsys"] != system:
         raise ValueError(f"campaign {campaign_id} exists for {existing['chemsys']}, not {system}")
+    if existing:
+        changed = changed_settings(existing.get("config") or {}, config.model_dump())
+        if changed:  # its finished jobs would be reused under settings they were not run with
+            raise ValueError(
+                f"campaign {campaign_id} exists with other settings ({'; '.join(changed)}): "
+                "give a new --campaign-id, or none (the default id follows the settings)"
+            )
     document = CampaignDoc(
         campaign_id=campaign_id,
         chemsys=system,

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -41,6 +43,29 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version as package_version
+
+        typer.echo(f"crystalforge {package_version('crystalforge')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = None,
+) -> None:
+    # the app's options; its help is the Typer's
+    return None
+
+
 data_app = typer.Typer(help="Inspect, convert and build crystal data sets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 campaign_app = typer.Typer(help="Run and inspect discovery campaigns.", no_args_is_help=True)
@@ -78,6 +103,31 @@ class RelaxModel(StrEnum):
 def _fail(message: str) -> typer.Exit:
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     return typer.Exit(code=EXIT_BAD_INPUT)
+
+
+def _option_error(error: Exception, fields: dict[str, str] | None = None) -> typer.Exit:
+    """A pydantic ``ValidationError`` of settings as one line naming the option: a field
+    ``n_jobs`` is the option ``--n-jobs``; a check across fields names the options it
+    mentions (``fields``: field -> option)."""
+    detail = error.errors()[0]
+    message = detail["msg"].removeprefix("Value error, ")
+    if detail["loc"]:
+        field = "_".join(map(str, detail["loc"]))
+        return _fail(f"{(fields or {}).get(field, '--' + field.replace('_', '-'))}: {message}")
+    for field, option in (fields or {}).items():
+        if "_" in field:  # identifiers like top_k; plain words (input, seed) stay words
+            message = re.sub(rf"\b{field}\b", option, message)
+    return _fail(message)
+
+
+def _output_folder(path: Path, option: str) -> Path:
+    """Check, before any work, that ``path`` can be the output folder ``option`` names."""
+    if path.exists() and not path.is_dir():
+        raise _fail(f"{option} {path}: exists and is not a folder")
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise _fail(f"{option} {path}: {parent} is a file, not a folder")
+    return path
 
 
 def _bad_input_errors() -> tuple[type[Exception], ...]:
@@ -188,8 +238,8 @@ def evaluate(
                 settings.model_dump() | {k: v for k, v in overrides.items() if v is not None}
             )
         except ValidationError as error:
-            detail = error.errors()[0]
-            raise _fail(f"--{'-'.join(map(str, detail['loc']))}: {detail['msg']}") from None
+            raise _option_error(error, {"relax_fmax": "--fmax", "relax_steps": "--steps"}) from None
+        _output_folder(output, "--output")
         samples_read = _read(samples)
         reference_read = load_reference(reference)
         reference_name = str(reference) if reference else "shipped reference set"
@@ -347,10 +397,16 @@ def data_build_reference(
 
 
 @contextmanager
-def _opened_store(path: Path) -> Iterator[ResultsStore]:
-    """The results store at ``path``, connected for the block and closed after it."""
+def _opened_store(path: Path, *, create: bool = False) -> Iterator[ResultsStore]:
+    """The results store at ``path``, connected for the block and closed after it.
+
+    Only commands that write results pass ``create``: reading an embedded store that is not
+    there is an error, never an empty new store.
+    """
     from pipeline.store import ResultsStore
 
+    if not create and path.suffix not in (".yaml", ".yml") and not path.is_dir():
+        raise _fail(f"--store {path}: no results store there (run a campaign into it first)")
     try:
         results = ResultsStore.open(path).connect()
     except (OSError, ValueError) as error:
@@ -436,6 +492,13 @@ CAMPAIGN_OPTIONS = {
 }
 
 
+#: Config fields -> the flags that set them, for error messages.
+CAMPAIGN_FLAGS = {
+    field: "--" + ("input" if name == "input_file" else name.replace("_", "-"))
+    for name, field in CAMPAIGN_OPTIONS.items()
+}
+
+
 def campaign_settings(config: Path | None, options: dict[str, Any]) -> CampaignConfig:
     """The campaign YAML (if any) overridden by the command's ``options`` (its arguments by
     parameter name; those in :data:`CAMPAIGN_OPTIONS` are used); bad values exit 2 naming
@@ -464,9 +527,7 @@ def campaign_settings(config: Path | None, options: dict[str, Any]) -> CampaignC
             }
         )
     except ValidationError as error:
-        detail = error.errors()[0]
-        where = "-".join(map(str, detail["loc"])) or "config"
-        raise _fail(f"--{where.replace('_', '-')}: {detail['msg']}") from None
+        raise _option_error(error, CAMPAIGN_FLAGS) from None
     # absolute paths: the jobs may run in another folder (launch directories, cluster nodes)
     files = ("reference", "input", "checkpoint", "vasp_hull_entries")
     return settings.model_copy(
@@ -500,10 +561,14 @@ def campaign_run(
     count_unverified: CountUnverifiedOption = None,
 ) -> None:
     """Generate, pre-relax, filter, hull, select and score candidates for a chemical system."""
-    from pipeline.campaign import run_campaign
+    from pipeline.campaign import check_campaign, run_campaign
 
     settings = campaign_settings(config, locals())
-    with _opened_store(store) as results:
+    try:  # everything checkable is checked before the store is created
+        check_campaign(chemsys, settings)
+    except (ValueError, *_bad_input_errors()) as error:
+        raise _fail(str(error)) from None
+    with _opened_store(store, create=True) as results:
         try:
             document = run_campaign(chemsys, settings, results, campaign_id)
         except (ValueError, *_bad_input_errors()) as error:
@@ -625,6 +690,8 @@ def results_list(
 ) -> None:
     """Candidates, lowest E_hull first."""
     with _opened_store(store) as results:
+        if campaign is not None and results.campaign(campaign) is None:
+            raise _fail(f"--campaign {campaign}: no such campaign in {store}")
         documents = results.query_candidates(
             campaign, sun_only=sun_only, max_e_above_hull=max_ehull
         )
@@ -702,6 +769,8 @@ def results_export(
     from evaluation.records import CrystalRecord
 
     with _opened_store(store) as results:
+        if results.campaign(campaign) is None:
+            raise _fail(f"--campaign {campaign}: no such campaign in {store}")
         documents = results.query_candidates(campaign, sun_only=sun_only)
     if not documents:
         raise _fail(f"no candidates for campaign {campaign!r} in {store}")
@@ -724,8 +793,35 @@ def version() -> None:
     typer.echo(f"crystalforge {package_version('crystalforge')}")
 
 
-def main() -> None:  # pragma: no cover - console entry point is ``app``
-    sys.exit(app())
+def _click_exceptions() -> ModuleType:
+    """Click's exception classes as typer raises them: typer >= 0.20 vendors click as the
+    private ``typer._click`` (guarded; ``tests/pipeline/test_cli_errors.py`` checks the
+    one-line usage errors), older typer uses click itself."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover - typer < 0.20
+        from click import exceptions
+    return exceptions
+
+
+def main() -> None:
+    """The console entry point: ``app`` with usage errors (unknown option, bad choice) as one
+    ``error:`` line naming the option, like every other bad input."""
+    exceptions = _click_exceptions()
+    try:
+        code = app(prog_name="crystalforge", standalone_mode=False)
+    except exceptions.NoArgsIsHelpError as error:
+        typer.echo(error.ctx.get_help() if error.ctx else str(error))
+        code = 0
+    except exceptions.UsageError as error:
+        command = error.ctx.command_path if error.ctx else "crystalforge"
+        message = " ".join(error.format_message().replace("Value error, ", "").split())
+        typer.secho(f"error: {message} (see {command} --help)", err=True, fg=typer.colors.RED)
+        code = EXIT_BAD_INPUT
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 # The model's commands (data tensors, train, generate) live in their own module.

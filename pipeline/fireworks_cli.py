@@ -96,12 +96,17 @@ def campaign_submit(
     ] = False,
 ) -> None:
     """Submit a campaign to a FireWorks LaunchPad; workers run it (`crystalforge worker`)."""
+    from pipeline.campaign import check_campaign
     from pipeline.launchpad import LaunchPadError
     from pipeline.submit import Categories, submit_campaign
 
     settings = campaign_settings(config, locals())
     location = _location(launchpad)
-    with _opened_store(store) as results:
+    try:  # everything checkable is checked before the store is created
+        check_campaign(chemsys, settings, check_dft_here=False)
+    except (ValueError, *_bad_input_errors()) as error:
+        raise _fail(str(error)) from None
+    with _opened_store(store, create=True) as results:
         try:
             submission = submit_campaign(
                 chemsys,

@@ -306,6 +306,11 @@ def generate(
         loaded = load_checkpoint(checkpoint_path(checkpoint), device=target)
     except CheckpointError as error:
         raise _fail(str(error)) from None
+    if num_atoms is not None and num_atoms > loaded.config.max_atoms:
+        raise _fail(
+            f"--num-atoms {num_atoms}: this model was trained on cells of at most "
+            f"{loaded.config.max_atoms} atoms"
+        )
     seen = loaded.network.statistics.allowed_classes()
     if species and loaded.network.statistics.is_fitted:
         from pymatgen.core.periodic_table import Element

@@ -13,7 +13,7 @@ def test_pyproject_declares_the_distribution_script_packages_and_extras():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["name"] == "crystalforge"
     assert project["requires-python"] == ">=3.11"
-    assert project["scripts"]["crystalforge"] == "pipeline.cli:app"
+    assert project["scripts"]["crystalforge"] == "pipeline.cli:main"  # one-line usage errors
     assert {"dev", "gpaw", "matgl"} <= set(project["optional-dependencies"])
     assert not any(dep.startswith(("mattersim", "torchvision")) for dep in project["dependencies"])
     assert not any("gpaw" in dep for dep in project["dependencies"])  # GPL engine stays optional

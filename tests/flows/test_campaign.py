@@ -143,16 +143,40 @@ def test_a_campaign_killed_mid_way_resumes_without_losing_finished_work(inputs):
         (["Li--O"], "Li--O"),
         (["Li"], "at least 2 elements"),
         (["Li-O", "--num-candidates", "0"], "num-candidates"),
-        (["Li-O", "--num-candidates", "4", "--top-k", "8"], "top_k"),
-        (["Li-O", "--generator", "magic"], "generator"),
-        (["Li-O", "--engine", "vasp-on-a-toaster"], "engine"),
+        (["Li-O", "--num-candidates", "4", "--top-k", "8"], "--top-k 8 cannot exceed --num"),
+        (["Li-O", "--num-candidates", "4"], "--top-k 8 cannot exceed --num-candidates 4"),
+        (["Li-O", "--generator", "magic"], "--generator: must be one of"),
+        (["Li-O", "--engine", "vasp-on-a-toaster"], "--engine: must be one of"),
+        (["Og-Li"], "Og in Og-Li: no known elemental phase"),
+        (["Li-O", "--generator", "file", "--input", "nope.cif"], "nope.cif: no such file"),
+        (["Li-O", "--generator", "file"], "needs an input file (--input)"),
     ],
 )
-def test_bad_campaign_input_is_one_line_naming_the_field_with_exit_code_2(tmp_path, args, expected):
+def test_bad_campaign_input_is_one_line_naming_the_option_and_writes_nothing(
+    tmp_path, args, expected
+):
     result = runner.invoke(app, ["campaign", "run", *args, "--store", str(tmp_path / "s")])
     assert result.exit_code == 2, result.output
     assert expected in result.output
     assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()  # failed validation never creates the store
+
+
+def test_a_malformed_input_file_fails_before_any_work(tmp_path):
+    bad = tmp_path / "bad.cif"
+    bad.write_text("data_x\n_cell_length_a 3\n")
+    args = ["Li-O", "--generator", "file", "--input", str(bad), "--store", str(tmp_path / "s")]
+    result = runner.invoke(app, ["campaign", "run", *args])
+    assert result.exit_code == 2 and "no readable crystal" in result.output
+    assert not (tmp_path / "s").exists()
+
+
+def test_reusing_a_campaign_id_with_other_settings_is_refused_naming_them(inputs):
+    assert runner.invoke(app, campaign_args(inputs, "cuau-5")).exit_code == 0
+    changed = [*campaign_args(inputs, "cuau-5"), "--seed", "7"]
+    result = runner.invoke(app, changed)
+    assert result.exit_code == 2
+    assert "campaign cuau-5 exists with other settings (seed: 0 -> 7)" in result.output
 
 
 def test_status_list_show_and_export_read_the_store(inputs, tmp_path):
@@ -162,8 +186,9 @@ def test_status_list_show_and_export_read_the_store(inputs, tmp_path):
     status = runner.invoke(app, ["campaign", "status", "cuau-4", *store])
     assert status.exit_code == 0 and "completed" in status.output
     assert "cuau-4" in runner.invoke(app, ["campaign", "list", *store]).output
-    missing = runner.invoke(app, ["campaign", "status", "nope", *store])
-    assert missing.exit_code == 2
+    for command in (["campaign", "status", "nope"], ["results", "list", "--campaign", "nope"]):
+        missing = runner.invoke(app, [*command, *store])
+        assert missing.exit_code == 2 and "nope" in missing.output, command
 
     shown = runner.invoke(app, ["results", "show", "cuau-4/cu3au-L12", *store])
     assert shown.exit_code == 0, shown.output
@@ -285,3 +310,21 @@ def test_a_second_campaign_in_the_same_system_reuses_the_stored_same_level_hull(
     assert second.exit_code == 0, second.output
     assert "hull reference Au-Cu chgnet" in second.output.split("reused finished jobs:")[1]
     assert "hull reference Au-Cu 7net-0" in second.output.split("reused finished jobs:")[1]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["campaign", "list"],
+        ["campaign", "status", "x"],
+        ["results", "list"],
+        ["results", "show", "x/y"],
+        ["results", "export", "--campaign", "x", "--out", "x.zip"],
+    ],
+)
+def test_reading_commands_never_create_a_store(tmp_path, command):
+    missing = tmp_path / "no-store"
+    result = runner.invoke(app, [*command, "--store", str(missing)])
+    assert result.exit_code == 2
+    assert f"--store {missing}: no results store there" in result.output
+    assert not missing.exists()

@@ -1,0 +1,74 @@
+"""The ``crystalforge`` console command as users run it (a subprocess): usage errors are one
+``error:`` line naming the option, outputs are checked before any work, ``--version`` works."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from evaluation.paths import PROJECT_ROOT
+
+SAMPLES = PROJECT_ROOT / "data" / "samples" / "demo_samples.extxyz"
+
+
+def crystalforge(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "NO_COLOR": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "╭" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_version_prints_the_package_version(tmp_path):
+    result = crystalforge("--version", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.startswith("crystalforge ")
+
+
+def test_no_arguments_show_the_help(tmp_path):
+    result = crystalforge(cwd=tmp_path)
+    assert result.returncode == 0 and "campaign" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["campaign", "run", "Li-O", "--bogus"], "No such option: --bogus"),
+        (["evaluate", "x.cif", "--relax", "foo"], "Invalid value for '--relax': 'foo' is not"),
+        (["results", "list", "--format", "csv"], "Invalid value for '--format': 'csv' is not"),
+        (["evaluate", "x.cif", "--n-jobs", "0"], "--n-jobs: Input should be greater than"),
+        (["evaluate", "x.cif", "--stability-threshold", "-5"], "--stability-threshold: Input"),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_option(tmp_path, args, expected):
+    assert expected in one_line_error(crystalforge(*args, cwd=tmp_path))
+
+
+def test_evaluate_checks_its_output_before_any_work(tmp_path):
+    existing = tmp_path / "existing"
+    existing.write_text("keep me")
+    result = crystalforge("evaluate", str(SAMPLES), "--output", str(existing), cwd=tmp_path)
+    assert one_line_error(result).endswith("exists and is not a folder")
+    assert "read" not in result.stdout  # failed before reading the samples
+    assert existing.read_text() == "keep me"
+
+
+def test_generate_refuses_cells_larger_than_the_model_was_trained_on(tmp_path):
+    result = crystalforge("generate", "--num-atoms", "500", "--num-samples", "1", cwd=tmp_path)
+    assert "--num-atoms 500: this model was trained on cells of at most" in one_line_error(result)
+    assert not (tmp_path / "crystalforge-output").exists()
