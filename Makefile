@@ -107,4 +107,5 @@ benchmark-quality: $(STAMP)
 	$(BIN)/python benchmarks/generation_quality.py --dataset runs/dataset --jobs 2
 
 clean:
-	rm -rf $(VENV) demo-output demo-store crystalforge-output crystalforge-store .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo-output demo-store crystalforge-output crystalforge-store .pytest_cache .ruff_cache \
+		crystalforge-launches launcher_*

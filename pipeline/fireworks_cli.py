@@ -149,9 +149,9 @@ def worker_rapidfire(
             "(default: at once on an embedded LaunchPad, FireWorks' 4 h on MongoDB).",
         ),
     ] = None,
-    launch_dir: Annotated[Path, typer.Option(help="Folder for the launch directories.")] = Path(
-        "."
-    ),
+    launch_dir: Annotated[
+        Path, typer.Option(help="Folder for the jobs' launcher_* directories.")
+    ] = Path("crystalforge-launches"),
 ) -> None:
     """Run jobs of submitted campaigns in this process until none is left (like rlaunch)."""
     from pipeline.launchpad import LaunchPadError

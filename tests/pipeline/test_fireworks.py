@@ -152,6 +152,7 @@ def test_a_submitted_campaign_run_by_gpu_then_cpu_workers_gives_the_results_of_c
     cpu = ok(crystalforge("worker", "rapidfire", "--launchpad", lp, "--category", "cpu",
                           "--threads", "2", cwd=tmp_path, cache=campaign["cache"]))  # fmt: skip
     assert "0 fizzled" in cpu
+    assert not list(tmp_path.glob("launcher_*"))  # launch folders go to crystalforge-launches/
 
     assert results(Path(store), "cuau", tmp_path, campaign["cache"]) == campaign["expected"]
     fireworks = fireworks_in(tmp_path / "lp.json")
