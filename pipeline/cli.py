@@ -682,20 +682,38 @@ class OutputFormat(StrEnum):
 
 @results_app.command("list")
 def results_list(
-    campaign: Annotated[str | None, typer.Option(help="Campaign id.")] = None,
+    campaign: Annotated[str | None, typer.Option(help="Campaign id (default: all).")] = None,
     sun_only: Annotated[bool, typer.Option(help="Only stable, unique, novel candidates.")] = False,
     max_ehull: Annotated[float | None, typer.Option(help="Only E_hull <= this (eV/atom).")] = None,
-    output_format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+    converged_only: Annotated[
+        bool, typer.Option(help="Only candidates whose ranked relaxation converged.")
+    ] = False,
+    charge_balanced: Annotated[
+        bool, typer.Option(help="Only charge-balanced compositions.")
+    ] = False,
+    max_elements: Annotated[
+        int | None, typer.Option(min=1, help="Only candidates with at most this many elements.")
+    ] = None,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="table or json.")
+    ] = OutputFormat.table,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Candidates, lowest E_hull first."""
+    from pipeline.results_view import FLAGS, select, table
+
     with _opened_store(store) as results:
         if campaign is not None and results.campaign(campaign) is None:
             raise _fail(f"--campaign {campaign}: no such campaign in {store}")
         documents = results.query_candidates(
             campaign, sun_only=sun_only, max_e_above_hull=max_ehull
         )
-    flags = ("valid", "unique", "novel", "stable", "sun")
+    documents = select(
+        documents,
+        converged_only=converged_only,
+        charge_balanced_only=charge_balanced,
+        max_elements=max_elements,
+    )
     if output_format == OutputFormat.json:
         keys = (
             "candidate_id",
@@ -715,38 +733,33 @@ def results_list(
             "flags",
             "verdict",
             "failure",
-            *flags,
+            *FLAGS,
         )
         typer.echo(json.dumps([{k: d.get(k) for k in keys} for d in documents], indent=2))
         return
-    typer.echo(
-        f"{'candidate':<28}{'formula':<14}{'E_hull':>9}  {'E_hull compares':<50}"
-        f"{'hull coverage':<15}{'novelty':<11}" + " ".join(f[:6] for f in flags)
-    )
-    for d in documents:
-        e_hull = "-" if d.get("e_above_hull") is None else f"{d['e_above_hull']:.3f}"
-        label = d.get("hull_label") or "-"
-        coverage = (d.get("hull_coverage") or "-").split(" known")[0]
-        marks = " ".join(("yes" if d.get(f) else "no").ljust(6) for f in flags)
-        typer.echo(
-            f"{d['candidate_id']:<28}{d['formula']:<14}{e_hull:>9}  {label:<50}"
-            f"{coverage:<15}{d.get('novelty', '-'):<11}{marks}"
-        )
-    typer.echo("E_hull in eV/atom; hull coverage: known hull phases of the system the hull holds")
+    typer.echo("\n".join(table(documents, with_campaign=campaign is None)))
 
 
 @results_app.command("show")
 def results_show(
     candidate_id: Annotated[str, typer.Argument(help="Candidate id (or campaign/candidate).")],
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="table (a readable page) or json.")
+    ] = OutputFormat.table,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
-    """Everything stored about one candidate, as JSON."""
+    """One candidate: formula, symmetry, verdict, every stage's E_hull and provenance."""
+    from pipeline.results_view import page
+
     with _opened_store(store) as results:
         document = results.candidate(candidate_id)
     if document is None:
         raise _fail(f"no candidate {candidate_id!r} in {store}")
     document.pop("_id", None)
-    typer.echo(json.dumps(document, indent=2, default=str))
+    if output_format == OutputFormat.json:
+        typer.echo(json.dumps(document, indent=2, default=str))
+        return
+    typer.echo("\n".join(page(document)))
 
 
 class ExportFormat(StrEnum):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -190,11 +191,23 @@ def test_status_list_show_and_export_read_the_store(inputs, tmp_path):
         missing = runner.invoke(app, [*command, *store])
         assert missing.exit_code == 2 and "nope" in missing.output, command
 
-    shown = runner.invoke(app, ["results", "show", "cuau-4/cu3au-L12", *store])
+    shown = runner.invoke(app, ["results", "show", "cuau-4/cu3au-L12", "--format", "json", *store])
     assert shown.exit_code == 0, shown.output
     document = json.loads(shown.stdout)
     assert document["prerelax"]["status"] in ("ok", "not_converged")
     assert document["provenance"]["generator"] == "file"
+    page = runner.invoke(app, ["results", "show", "cuau-4/cu3au-L12", *store]).stdout
+    assert len(page.splitlines()) < 25  # a page, not the raw document
+    assert "Pm-3m (221)" in page  # space group of the L1_2 structure
+    assert re.search(r"prerelax\s+(ok|not_converged)\s+\d+", page)
+    assert f"{document['e_above_hull']:.3f} eV/atom, {document['hull_label']}" in page
+
+    table = runner.invoke(app, ["results", "list", *store]).stdout.splitlines()
+    assert table[0].startswith("campaign") and "space group" in table[0]  # no --campaign given
+    duplicate = next(line for line in table if "cu3au-again" in line)
+    assert "chgnet" in duplicate  # the level of theory of the ranked E_hull
+    balanced = runner.invoke(app, ["results", "list", "--max-elements", "1", *store])
+    assert balanced.stdout.splitlines()[1].startswith("E_hull:")  # header, then only the legend
 
     exported = tmp_path / "cands.extxyz"
     result = runner.invoke(

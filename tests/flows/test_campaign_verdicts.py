@@ -160,7 +160,7 @@ def test_a_campaign_and_evaluate_give_the_same_flags_on_the_same_candidates(tmp_
     assert evaluated.exit_code == 0, evaluated.output
     with open(output / "structures.csv") as stream:
         rows = {row["id"]: row for row in csv.DictReader(stream)}
-    shown = runner.invoke(app, ["results", "show", "parity/cu3au-L12", *store])
+    shown = runner.invoke(app, ["results", "show", "parity/cu3au-L12", "--format", "json", *store])
     document = json.loads(shown.stdout)
     for record in records:
         ours, theirs = campaign[record.id], rows[record.id]
