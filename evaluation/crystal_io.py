@@ -277,8 +277,19 @@ def safe_filenames(ids: Iterable[str], suffix: str = ".cif") -> list[str]:
     return names
 
 
-def write_cif_zip(records: Iterable[CrystalRecord], path: str | os.PathLike[str]) -> None:
+def write_cif_zip(
+    records: Iterable[CrystalRecord],
+    path: str | os.PathLike[str],
+    *,
+    symprec: float | None = None,
+    data_items: bool = False,
+) -> None:
     """Write a ``.zip`` with one ``<id>.cif`` per crystal and a ``metadata.csv``.
+
+    ``symprec``: write each CIF in its space group found at this tolerance (pymatgen's
+    ``CifWriter``), not in P1. ``data_items``: also write the id, source, energy and every
+    scalar property into the CIF's own data block as ``_crystalforge_<name>`` items, so a
+    CIF taken out of the archive still says what it is.
 
     ``metadata.csv`` has ``filename``, ``id``, ``source``, ``formula`` (and ``energy``,
     ``energy_metadata`` when any record has them), then one column per property; a property
@@ -312,7 +323,9 @@ def write_cif_zip(records: Iterable[CrystalRecord], path: str | os.PathLike[str]
             row.append(_csv_cell(record.properties.get(name)))
         writer.writerow(row)
 
-    cif_texts = [str(CifWriter(record.structure)) for record in records]
+    cif_texts = [str(CifWriter(record.structure, symprec=symprec)) for record in records]
+    if data_items:
+        cif_texts = [_with_data_items(text, r) for text, r in zip(cif_texts, records, strict=True)]
     with (
         atomic_output(path, binary=True) as handle,
         zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive,
@@ -320,6 +333,32 @@ def write_cif_zip(records: Iterable[CrystalRecord], path: str | os.PathLike[str]
         for filename, text in zip(filenames, cif_texts, strict=True):
             archive.writestr(_zip_entry(filename), text)
         archive.writestr(_zip_entry("metadata.csv"), table.getvalue())
+
+
+def _cif_value(value: Any) -> str:
+    """A CIF value: numbers as they are, text quoted (a text field when it holds quotes)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return repr(value)
+    text = str(value)
+    if "'" not in text and "\n" not in text:
+        return f"'{text}'"
+    return f"\n;{text}\n;"
+
+
+def _with_data_items(cif: str, record: CrystalRecord) -> str:
+    """``cif`` with the record's id, source, energy and scalar properties after ``data_``."""
+    items = {"id": record.id, "source": record.source, "energy": record.energy}
+    items |= {k: v for k, v in record.properties.items() if not isinstance(v, dict | list)}
+    lines = [
+        f"_crystalforge_{re.sub(r'[^A-Za-z0-9_]', '_', name)}   {_cif_value(value)}"
+        for name, value in items.items()
+        if value is not None and value != ""
+    ]
+    text = cif.splitlines()
+    block = next(i for i, line in enumerate(text) if line.startswith("data_"))
+    return "\n".join([*text[: block + 1], *lines, *text[block + 1 :]]) + "\n"
 
 
 def _zip_entry(name: str) -> zipfile.ZipInfo:

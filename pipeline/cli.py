@@ -770,17 +770,44 @@ class ExportFormat(StrEnum):
 @results_app.command("export")
 def results_export(
     campaign: Annotated[str, typer.Option(help="Campaign id.")],
-    out: Annotated[Path, typer.Option(help="Output file (.zip of CIFs, or .extxyz).")],
-    export_format: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.cif,
+    out: Annotated[Path, typer.Option(help="Output file: .zip (CIFs) or .extxyz.")],
+    export_format: Annotated[
+        ExportFormat | None,
+        typer.Option("--format", help="cif or extxyz (default: from --out's suffix)."),
+    ] = None,
+    symprec: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Write each CIF in its space group found at this tolerance (Å), e.g. 0.1 "
+            "(default: P1).",
+        ),
+    ] = None,
     sun_only: Annotated[bool, typer.Option(help="Only S.U.N. candidates.")] = False,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
-    """Export a campaign's candidates (their most relaxed structure) with provenance."""
+    """Export a campaign's candidates (their most relaxed structure) with energies, verdicts
+    and provenance (in each CIF's data block and in metadata.csv)."""
     from pymatgen.core import Structure
 
     from evaluation.crystal_io import write_cif_zip, write_extxyz
     from evaluation.records import CrystalRecord
+    from pipeline.results_view import ranked_stage
 
+    suffixes = {ExportFormat.cif: (".zip",), ExportFormat.extxyz: (".extxyz", ".xyz")}
+    by_suffix = next((f for f, ends in suffixes.items() if out.suffix.lower() in ends), None)
+    if export_format is None and by_suffix is None:
+        raise _fail(f"--out {out}: end it in .zip (CIFs) or .extxyz, or give --format")
+    export_format = export_format or by_suffix
+    if out.suffix.lower() not in suffixes[export_format]:
+        raise _fail(
+            f"--format {export_format.value} writes {' or '.join(suffixes[export_format])}, "
+            f"not {out.name}"
+        )
+    if symprec is not None and export_format != ExportFormat.cif:
+        raise _fail("--symprec applies to CIF output (--format cif)")
+    if out.is_dir():
+        raise _fail(f"--out {out} is a folder")
     with _opened_store(store) as results:
         if results.campaign(campaign) is None:
             raise _fail(f"--campaign {campaign}: no such campaign in {store}")
@@ -789,12 +816,29 @@ def results_export(
         raise _fail(f"no candidates for campaign {campaign!r} in {store}")
     records = []
     for d in documents:
-        stage = d.get("final") or d.get("prerelax") or {}
+        stage = ranked_stage(d)
         structure = Structure.from_dict(stage.get("structure") or d["structure"])
-        properties = {k: d.get(k) for k in ("e_above_hull", "level_of_theory", "sun", "novel")}
+        properties = {
+            "campaign": campaign,
+            "formula": d["formula"],
+            "stage": "final" if stage is d.get("final") else "prerelax",
+            "energy_per_atom": stage.get("energy_per_atom"),
+            "e_above_hull": d.get("e_above_hull"),
+            "level_of_theory": d.get("level_of_theory"),
+            "hull_label": d.get("hull_label"),
+            "hull_coverage": d.get("hull_coverage"),
+            "relaxation": stage.get("status"),
+            "novelty": d.get("novelty"),
+            "sun": d.get("sun"),
+            "novel": d.get("novel"),
+            "verdict": d.get("verdict"),
+            **{f"provenance_{k}": v for k, v in (d.get("provenance") or {}).items()},
+        }
         records.append(CrystalRecord(structure, d["candidate_id"], campaign, properties))
-    writer = write_cif_zip if export_format == ExportFormat.cif else write_extxyz
-    writer(records, out)
+    if export_format == ExportFormat.cif:
+        write_cif_zip(records, out, symprec=symprec, data_items=True)
+    else:
+        write_extxyz(records, out)
     typer.echo(f"wrote {len(records)} candidates to {out}")
 
 

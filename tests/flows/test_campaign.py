@@ -9,9 +9,11 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
+from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Lattice, Structure
 from typer.testing import CliRunner
 
@@ -235,6 +237,27 @@ def test_status_list_show_and_export_read_the_store(inputs, tmp_path):
         "cu3au-again",
         "broken",
     }
+
+    cifs = tmp_path / "cands.zip"
+    export = ["results", "export", "--campaign", "cuau-4", "--out", str(cifs), *store]
+    assert runner.invoke(app, [*export, "--symprec", "0.1"]).exit_code == 0
+    with zipfile.ZipFile(cifs) as archive:
+        cif = archive.read("cu3au-L12.cif").decode()
+    assert "_symmetry_space_group_name_H-M   Pm-3m" in cif  # symmetrised, not P1
+    document = json.loads(
+        runner.invoke(
+            app, ["results", "show", "cuau-4/cu3au-L12", "--format", "json", *store]
+        ).stdout
+    )
+    assert f"_crystalforge_e_above_hull   {document['e_above_hull']!r}" in cif
+    assert f"_crystalforge_level_of_theory   '{document['level_of_theory']}'" in cif
+    back = {r.id: r for r in read_crystals(cifs).records}
+    stage = document.get("final") or document["prerelax"]
+    relaxed = Structure.from_dict(stage["structure"])
+    assert StructureMatcher().fit(back["cu3au-L12"].structure, relaxed)
+
+    mismatch = runner.invoke(app, [*export[:-2], "--format", "extxyz", *store])
+    assert mismatch.exit_code == 2 and "--format extxyz writes .extxyz or .xyz" in mismatch.output
 
 
 def test_a_tiny_rss_campaign_on_a_binary_system_runs_end_to_end(tmp_path, inputs):
