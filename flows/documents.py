@@ -100,5 +100,7 @@ class CampaignDoc(BaseModel):
     updated_at: str
     execution: dict[str, Any] = Field(
         default_factory=lambda: {"manager": "local"},
-        description="local, or fireworks with its LaunchPad and worker categories",
+        description="local (with the host and PID running it), or fireworks with its LaunchPad "
+        "and worker categories",
     )
+    failure: str | None = Field(None, description="the job that failed and its error, if one did")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -300,10 +302,32 @@ def prepare_campaign(
         status="running" if execution is None else "submitted",
         created_at=existing["created_at"] if existing else _now(),
         updated_at=_now(),
-        execution=execution or {"manager": "local"},
+        execution=execution or _this_process(),
     ).model_dump()
     store.save_campaign(document)
     return document
+
+
+def _this_process() -> dict[str, Any]:
+    return {"manager": "local", "host": socket.gethostname(), "pid": os.getpid()}
+
+
+def effective_status(document: dict[str, Any]) -> str:
+    """The stored status, except that a local run whose process is gone is ``interrupted``
+    (a killed run stays ``running`` in the store; it resumes when run again)."""
+    status = document.get("status", "created")
+    execution = document.get("execution") or {}
+    if status != "running" or execution.get("manager") != "local" or "pid" not in execution:
+        return status
+    if execution.get("host") != socket.gethostname():
+        return status  # another machine's process: cannot tell from here
+    try:
+        os.kill(int(execution["pid"]), 0)
+    except ProcessLookupError:
+        return "interrupted"
+    except PermissionError:  # alive, another user's
+        return status
+    return status
 
 
 def record_score(
@@ -326,6 +350,7 @@ def record_score(
     store.save_candidates(candidates)
     document.update(
         status="completed",
+        failure=None,
         updated_at=_now(),
         summary={**score["summary"], **extra},
         timings={**score["timings"], **({"wall": wall} if wall is not None else {})},
@@ -356,9 +381,15 @@ def record_campaign(score: dict[str, Any], campaign_id: str, results: ResultsSto
 
 
 def run_campaign(
-    chemsys: str, config: CampaignConfig, store: ResultsStore, campaign_id: str | None = None
+    chemsys: str,
+    config: CampaignConfig,
+    store: ResultsStore,
+    campaign_id: str | None = None,
+    *,
+    verbose: bool = False,
 ) -> dict[str, Any]:
-    """Run (or resume) a campaign here; returns the campaign document.
+    """Run (or resume) a campaign here; returns the campaign document (a failed one names the
+    job that failed and its error in ``failure``). ``verbose``: jobflow's own log lines too.
 
     Raises
     ------
@@ -372,11 +403,24 @@ def run_campaign(
     output_uuid = flow.output.uuid
     reused = drop_finished_jobs(flow, store)
     started = time.perf_counter()
+    error = None
     if flow.jobs:
-        run_locally(flow, store=store.jobs, allow_external_references=True, log=True)
+        try:
+            run_locally(
+                flow,
+                store=store.jobs,
+                allow_external_references=True,
+                log=verbose,
+                raise_immediately=True,
+            )
+        except Exception as exc:  # noqa: BLE001 - a job's error is the campaign's failure reason
+            error = f"{type(exc).__name__}: {exc}"
     score = store.jobs.get_output(output_uuid, load=True) if _finished(store, output_uuid) else None
     if score is None:
-        document.update(status="failed", updated_at=_now())
+        unfinished = [j.name for j in flow.jobs if not _finished(store, j.uuid)]
+        where = f"job '{unfinished[0]}'" if unfinished else "a job"
+        failure = f"{where} failed: {error}" if error else f"{where} did not finish"
+        document.update(status="failed", updated_at=_now(), failure=failure.splitlines()[0][:500])
         store.save_campaign(document)
         return document
     return record_score(store, document, score, time.perf_counter() - started, reused_jobs=reused)

@@ -559,6 +559,9 @@ def campaign_run(
     hull: HullCampaignOption = None,
     reference_complete: ReferenceCompleteOption = None,
     count_unverified: CountUnverifiedOption = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also print jobflow's log lines.")
+    ] = False,
 ) -> None:
     """Generate, pre-relax, filter, hull, select and score candidates for a chemical system."""
     from pipeline.campaign import check_campaign, run_campaign
@@ -570,7 +573,7 @@ def campaign_run(
         raise _fail(str(error)) from None
     with _opened_store(store, create=True) as results:
         try:
-            document = run_campaign(chemsys, settings, results, campaign_id)
+            document = run_campaign(chemsys, settings, results, campaign_id, verbose=verbose)
         except (ValueError, *_bad_input_errors()) as error:
             raise _fail(str(error)) from None
     _print_campaign(document)
@@ -604,8 +607,15 @@ def _warn_incomplete_hulls(summary: dict) -> None:
 
 
 def _print_campaign(document: dict) -> None:
+    from pipeline.campaign import effective_status
+
     summary = document.get("summary", {})
-    typer.echo(f"campaign {document['campaign_id']} ({document['chemsys']}): {document['status']}")
+    status = effective_status(document)
+    typer.echo(f"campaign {document['campaign_id']} ({document['chemsys']}): {status}")
+    if document.get("failure"):
+        typer.echo(f"  failure: {document['failure']}")
+    if status == "interrupted":
+        typer.echo("  its process is gone; run the same command again to resume it")
     for name, key in (
         ("generated", "generated"),
         ("relaxed", "relaxed"),
@@ -632,22 +642,40 @@ def _print_campaign(document: dict) -> None:
     if summary.get("explanation"):
         typer.echo(f"  verdicts: {summary['explanation']}")
     timings = document.get("timings", {})
-    if timings:
-        typer.echo("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    reused = set(summary.get("reused_jobs") or [])
+    if timings:  # a reused stage's seconds are the earlier run's: say so instead
+        typer.echo(
+            "  seconds: "
+            + ", ".join(
+                f"{k} reused" if k in reused or k.split("_")[0] in reused else f"{k} {v:.1f}"
+                for k, v in timings.items()
+            )
+        )
     if summary.get("reused_jobs"):
         typer.echo("  reused finished jobs: " + ", ".join(summary["reused_jobs"]))
 
 
 @campaign_app.command("list")
 def campaign_list(store: StoreOption = DEFAULT_STORE) -> None:
-    """All campaigns in the store."""
+    """All campaigns in the store: status, settings, candidates and S.U.N. count."""
+    from pipeline.campaign import effective_status
+
     with _opened_store(store) as results:
-        for document in results.list_campaigns():
-            summary = document.get("summary", {})
-            typer.echo(
-                f"{document['campaign_id']:<40} {document['chemsys']:<12} {document['status']:<10} "
-                f"candidates {summary.get('generated', '-')}  S.U.N. {summary.get('n_sun', '-')}"
-            )
+        documents = results.list_campaigns()
+    typer.echo(
+        f"{'campaign':<34}{'system':<10}{'status':<12}{'generator':<13}{'N':>5}{'top-K':>6} "
+        f"{'engine':<7}{'hull':<13}{'S.U.N.':>7}  created"
+    )
+    for d in documents:
+        config, summary = d.get("config") or {}, d.get("summary") or {}
+        typer.echo(
+            f"{d['campaign_id']:<34}{d['chemsys']:<10}{effective_status(d):<12}"
+            f"{config.get('generator', '-'):<13}{config.get('num_candidates', '-'):>5}"
+            f"{config.get('top_k', '-'):>6} {config.get('engine', '-'):<7}"
+            f"{config.get('hull', '-'):<13}{summary.get('n_sun', '-'):>7}  "
+            f"{(d.get('created_at') or '')[:16].replace('T', ' ')}"
+        )
+    typer.echo("N: candidates generated; all settings: crystalforge campaign status <campaign>")
 
 
 @campaign_app.command("status")
@@ -661,6 +689,11 @@ def campaign_status(
     if document is None:
         raise _fail(f"no campaign {campaign_id!r} in {store}")
     _print_campaign(document)
+    config = document.get("config") or {}
+    typer.echo(
+        "  settings: "
+        + ", ".join(f"{k} {v}" for k, v in config.items() if v not in (None, [], {}, ""))
+    )
     execution = document.get("execution") or {}
     if execution.get("manager") == "fireworks":  # per-stage progress from the LaunchPad
         from pipeline.launchpad import LaunchPadError, LaunchPadLocation

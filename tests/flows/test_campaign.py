@@ -107,6 +107,7 @@ def test_rerunning_a_campaign_reuses_finished_jobs_and_duplicates_nothing(inputs
     again = runner.invoke(app, campaign_args(inputs, "cuau-2"))
     assert again.exit_code == 0, again.output
     assert "reused finished jobs: generate, prerelax, filter" in again.output
+    assert "prerelax reused" in again.output  # not the first run's seconds
     store = ResultsStore.embedded(inputs["store"]).connect()
     assert len(store.query_candidates("cuau-2")) == 5
     store.close()
@@ -130,6 +131,8 @@ def test_a_campaign_killed_mid_way_resumes_without_losing_finished_work(inputs):
     assert prerelax_done, "the campaign never finished its pre-relaxation"
     process.send_signal(signal.SIGKILL)
     process.wait()
+    listed = runner.invoke(app, ["campaign", "list", "--store", str(inputs["store"])]).output
+    assert re.search(r"cuau-3\s+Au-Cu\s+interrupted", listed)  # not 'running' forever
 
     resumed = runner.invoke(app, campaign_args(inputs, "cuau-3"))
     assert resumed.exit_code == 0, resumed.output
@@ -364,3 +367,15 @@ def test_reading_commands_never_create_a_store(tmp_path, command):
     assert result.exit_code == 2
     assert f"--store {missing}: no results store there" in result.output
     assert not missing.exists()
+
+
+def test_a_failed_job_is_named_with_its_error_in_the_campaign(inputs, monkeypatch):
+    import pipeline.campaign
+
+    monkeypatch.setattr(pipeline.campaign, "check_input_file", lambda path, elements: 1)
+    inputs["samples"].unlink()  # passes the (patched) check, fails in the generate job
+    result = runner.invoke(app, campaign_args(inputs, "cuau-6"))
+    assert result.exit_code == 1
+    assert "failure: job 'generate' failed: CrystalInputError" in result.output
+    status = runner.invoke(app, ["campaign", "status", "cuau-6", "--store", str(inputs["store"])])
+    assert "(Au-Cu): failed" in status.output and "failure: job 'generate' failed" in status.output
