@@ -162,8 +162,20 @@ def uniqueness_curve(rows: list[StructureEvaluation]) -> tuple[np.ndarray, np.nd
     return n, np.cumsum(unique_flags) / n
 
 
+#: Below this many samples a duplicate-free set gives a flat line at 1: no plot.
+MIN_SAMPLES_FOR_UNIQUENESS_PLOT = 100
+
+
+def _uniqueness_is_informative(rows: list[StructureEvaluation]) -> bool:
+    """The curve says something: it has a duplicate to show, or enough samples that its
+    flatness is itself a finding."""
+    return len(rows) >= MIN_SAMPLES_FOR_UNIQUENESS_PLOT or any(
+        r.duplicate_of is not None for r in rows
+    )
+
+
 def write_plots(rows: list[StructureEvaluation], output_dir: Path, threshold: float) -> list[Path]:
-    """E_hull histogram and uniqueness-vs-samples curve as PNG files."""
+    """E_hull histogram and, when it is informative, the uniqueness-vs-samples curve (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display on servers and CI
@@ -191,6 +203,8 @@ def write_plots(rows: list[StructureEvaluation], output_dir: Path, threshold: fl
     plt.close(fig)
     written.append(path)
 
+    if not _uniqueness_is_informative(rows):
+        return written
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
     if rows:
         n, frac = uniqueness_curve(rows)

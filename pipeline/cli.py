@@ -320,6 +320,12 @@ def _print_summary(summary: dict) -> None:
             )
         )
     typer.echo("\n".join(f"{name:<21}{value}" for name, value in rows))
+    typer.echo(
+        "shares of all structures. valid: every distance >= 0.5 Å and volume >= 0.1 Å³ "
+        "(structure) and SMACT charge balance (composition); novel: matches no reference "
+        "structure; stable: E_hull <= the threshold; S.U.N.: stable, unique and novel, validity "
+        "not required (MatterGen's definition), so S.U.N. can exceed valid"
+    )
     incomplete = summary.get("sun_on_incomplete_hulls") or []
     shaky = summary.get("n_sun", 0) - summary.get("n_sun_complete_hull", 0)
     if incomplete and shaky > 0:

@@ -216,3 +216,21 @@ def test_help_lists_the_commands():
     assert result.exit_code == 0
     for command in ("evaluate", "data", "version"):
         assert command in result.output
+
+
+def test_the_summary_says_what_each_share_counts_and_skips_a_flat_uniqueness_plot(
+    tmp_path, reference_zip
+):
+    samples = tmp_path / "two.extxyz"
+    structures = [
+        Structure(Lattice.cubic(5.6), ["K", "Br"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+        Structure(Lattice.cubic(4.2), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+    ]
+    write_extxyz([CrystalRecord(s, f"s{i}", "t") for i, s in enumerate(structures)], samples)
+    output = tmp_path / "out"
+    args = ["evaluate", str(samples), "--reference", str(reference_zip), "--output", str(output)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "S.U.N.: stable, unique and novel, validity not required" in result.stdout
+    assert (output / "e_above_hull_hist.png").exists()
+    assert not (output / "uniqueness_vs_samples.png").exists()  # 2 unique samples: a flat line
