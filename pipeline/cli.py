@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 if TYPE_CHECKING:
     from pipeline.campaign import CampaignConfig
@@ -32,6 +33,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # (He, Ne, Ar have none); harmless, and the reference set holds their elemental polymorphs.
 warnings.filterwarnings("ignore", message="No Pauling electronegativity")
 
+#: ``crystalforge --help`` lists commands in the order a user meets them.
+COMMAND_ORDER = (
+    "campaign", "results", "generate", "evaluate", "data", "train", "dft", "worker", "version"
+)  # fmt: skip
+
+
+class OrderedGroup(TyperGroup):
+    """The top-level group, listing its commands in :data:`COMMAND_ORDER`."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: COMMAND_ORDER.index(n) if n in COMMAND_ORDER else 99)
+
+
 app = typer.Typer(
     name="crystalforge",
     help=(
@@ -42,6 +57,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: wraps at the terminal width, never truncates an option
+    cls=OrderedGroup,
 )
 
 
@@ -66,11 +83,19 @@ def _options(
     return None
 
 
-data_app = typer.Typer(help="Inspect, convert and build crystal data sets.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Inspect, convert and build crystal data sets.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(data_app, name="data")
-campaign_app = typer.Typer(help="Run and inspect discovery campaigns.", no_args_is_help=True)
+campaign_app = typer.Typer(
+    help="Run and inspect discovery campaigns.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(campaign_app, name="campaign")
-results_app = typer.Typer(help="Query, show and export campaign results.", no_args_is_help=True)
+results_app = typer.Typer(
+    help="Query, show and export campaign results.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(results_app, name="results")
 
 DEFAULT_STORE = Path("crystalforge-store")
@@ -153,6 +178,21 @@ def _read(path: Path):
     return result
 
 
+#: EvaluationSettings' defaults for the flags that default to the config (help text only;
+#: tests/pipeline/test_cli_errors.py checks they agree).
+EVALUATE_DEFAULTS = {
+    "relax": "none",
+    "stability_threshold": 0.1,
+    "n_jobs": 1,
+    "relax_fmax": 0.05,
+    "relax_steps": 500,
+}
+
+
+def _evaluate_default(field: str) -> str:
+    return f"  [default: {EVALUATE_DEFAULTS[field]}, or --config's]"
+
+
 @app.command()
 def evaluate(
     samples: Annotated[
@@ -166,7 +206,10 @@ def evaluate(
     ] = None,
     relax: Annotated[
         RelaxModel | None,
-        typer.Option(help="Relax with this offline MLFF first; E_hull then uses its energies."),
+        typer.Option(
+            help="Relax with this offline MLFF first; E_hull then uses its energies."
+            + _evaluate_default("relax")
+        ),
     ] = None,
     output: Annotated[
         Path, typer.Option(help="Folder for summary.json, structures.csv and plots.")
@@ -176,7 +219,11 @@ def evaluate(
         typer.Option(help="Evaluation settings YAML (e.g. configs/evaluation/paper.yaml)."),
     ] = None,
     stability_threshold: Annotated[
-        float | None, typer.Option(help="Stable means E_hull below this (eV/atom); paper: 0.1.")
+        float | None,
+        typer.Option(
+            help="Stable means E_hull at most this (eV/atom; the paper's)."
+            + _evaluate_default("stability_threshold")
+        ),
     ] = None,
     disorder: Annotated[
         bool | None,
@@ -186,10 +233,19 @@ def evaluate(
         ),
     ] = None,
     n_jobs: Annotated[
-        int | None, typer.Option(help="Worker processes for relaxation and matching.")
+        int | None,
+        typer.Option(
+            help="Worker processes for relaxation and matching." + _evaluate_default("n_jobs")
+        ),
     ] = None,
-    fmax: Annotated[float | None, typer.Option(help="Relaxation force criterion (eV/Å).")] = None,
-    steps: Annotated[int | None, typer.Option(help="Relaxation step budget.")] = None,
+    fmax: Annotated[
+        float | None,
+        typer.Option(help="Relaxation force criterion (eV/Å)." + _evaluate_default("relax_fmax")),
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(help="Relaxation step budget." + _evaluate_default("relax_steps")),
+    ] = None,
     hull_reference: Annotated[
         Path | None,
         typer.Option(help="Saved MLFF hull (hull.json.gz of `data build`) for E_hull."),
@@ -423,16 +479,39 @@ def _opened_store(path: Path, *, create: bool = False) -> Iterator[ResultsStore]
         results.close()
 
 
+#: CampaignConfig's defaults for the flags that default to the config (help text only;
+#: tests/flows/test_campaign.py checks they agree).
+CAMPAIGN_DEFAULTS = {
+    "generator": "rss",
+    "num_candidates": 64,
+    "top_k": 8,
+    "engine": "mlff",
+    "seed": 0,
+    "max_steps": 300,
+}
+
+
+def _default(field: str) -> str:
+    return f"  [default: {CAMPAIGN_DEFAULTS[field]}, or --config's]"
+
+
 # Options shared by `campaign run` and `campaign submit`.
 ChemsysArgument = Annotated[str, typer.Argument(help="Chemical system, e.g. Li-Co-O.")]
-GeneratorOption = Annotated[str | None, typer.Option(help="rss, substitution, file or mattergen.")]
+GeneratorOption = Annotated[
+    str | None, typer.Option(help="rss, substitution, file or mattergen." + _default("generator"))
+]
 InputOption = Annotated[
     Path | None, typer.Option("--input", help="Crystal file for --generator file.")
 ]
-NumCandidatesOption = Annotated[int | None, typer.Option(help="Candidates to generate.")]
-TopKOption = Annotated[int | None, typer.Option(help="Candidates sent to the final stage.")]
+NumCandidatesOption = Annotated[
+    int | None, typer.Option(help="Candidates to generate." + _default("num_candidates"))
+]
+TopKOption = Annotated[
+    int | None, typer.Option(help="Candidates sent to the final stage." + _default("top_k"))
+]
 EngineOption = Annotated[
-    str | None, typer.Option(help="Final-stage engine: mlff, gpaw (DFT) or vasp (DFT).")
+    str | None,
+    typer.Option(help="Final-stage engine: mlff, gpaw (DFT) or vasp (DFT)." + _default("engine")),
 ]
 PropertiesOption = Annotated[
     str | None,
@@ -442,8 +521,10 @@ ConfigOption = Annotated[
     Path | None, typer.Option(help="Campaign YAML (e.g. configs/campaign/demo.yaml).")
 ]
 CampaignIdOption = Annotated[str | None, typer.Option(help="Reuse this id to resume a campaign.")]
-SeedOption = Annotated[int | None, typer.Option(help="Generator seed.")]
-MaxStepsOption = Annotated[int | None, typer.Option(help="Pre-relaxation step budget.")]
+SeedOption = Annotated[int | None, typer.Option(help="Generator seed." + _default("seed"))]
+MaxStepsOption = Annotated[
+    int | None, typer.Option(help="Pre-relaxation step budget." + _default("max_steps"))
+]
 ReferenceOption = Annotated[
     Path | None, typer.Option(help="Novelty/hull reference (default: the shipped set).")
 ]

@@ -14,7 +14,9 @@ from typing import Annotated, Any
 
 import typer
 
-dft_app = typer.Typer(help="Run DFT (GPAW or VASP) on crystal files.", no_args_is_help=True)
+dft_app = typer.Typer(
+    help="Run DFT (GPAW or VASP) on crystal files.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 class DFTEngine(StrEnum):

@@ -38,7 +38,9 @@ from pipeline.cli import (
     campaign_settings,
 )
 
-worker_app = typer.Typer(help="Run FireWorks jobs of submitted campaigns.", no_args_is_help=True)
+worker_app = typer.Typer(
+    help="Run FireWorks jobs of submitted campaigns.", no_args_is_help=True, rich_markup_mode=None
+)
 
 LaunchPadOption = Annotated[
     str,

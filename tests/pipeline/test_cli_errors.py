@@ -72,3 +72,35 @@ def test_generate_refuses_cells_larger_than_the_model_was_trained_on(tmp_path):
     result = crystalforge("generate", "--num-atoms", "500", "--num-samples", "1", cwd=tmp_path)
     assert "--num-atoms 500: this model was trained on cells of at most" in one_line_error(result)
     assert not (tmp_path / "crystalforge-output").exists()
+
+
+def test_help_states_the_defaults_that_come_from_the_settings():
+    from evaluation.evaluate import EvaluationSettings
+    from pipeline.campaign import CampaignConfig
+    from pipeline.cli import CAMPAIGN_DEFAULTS, EVALUATE_DEFAULTS
+
+    campaign = CampaignConfig()
+    assert {k: getattr(campaign, k) for k in CAMPAIGN_DEFAULTS} == CAMPAIGN_DEFAULTS
+    evaluation = EvaluationSettings()
+    assert {k: getattr(evaluation, k) for k in EVALUATE_DEFAULTS} == EVALUATE_DEFAULTS
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        (["campaign", "run"], "Candidates sent to the final stage. [default: 8, or --config's]"),
+        (["evaluate"], "Worker processes for relaxation and matching. [default: 1, or"),
+    ],
+)
+def test_help_is_plain_text_within_80_columns_with_defaults(tmp_path, command, shown):
+    result = crystalforge(*command, "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert all(len(line) <= 80 for line in result.stdout.splitlines())
+    assert "…" not in result.stdout and "╭" not in result.stdout  # nothing truncated or boxed
+    assert shown in " ".join(result.stdout.split())
+
+
+def test_top_level_help_lists_commands_in_the_order_a_user_meets_them(tmp_path):
+    listed = crystalforge("--help", cwd=tmp_path).stdout.split("Commands:")[1].splitlines()
+    names = [line.split()[0] for line in listed if line.startswith("  ") and line.strip()]
+    assert names[:4] == ["campaign", "results", "generate", "evaluate"]
