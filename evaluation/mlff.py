@@ -20,7 +20,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -536,7 +536,8 @@ def relax_structures(
     optimizer: Literal["FIRE", "BFGS", "LBFGS"] = "FIRE",
     device: str = "cpu",
     criteria: ExplosionCriteria | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
+    on_result: Callable[[int, RelaxResult], None] | None = None,
 ) -> list[RelaxResult]:
     """Relax structures with one MLFF (positions, and the cell through FrechetCellFilter).
 
@@ -552,6 +553,10 @@ def relax_structures(
         Relax lattice and positions (True) or positions only.
     criteria
         When a relaxation counts as exploded.
+    progress
+        Show a progress bar (a string: its label).
+    on_result
+        Called with (index, result) as each relaxation finishes, e.g. to persist it.
 
     Returns
     -------
@@ -565,12 +570,16 @@ def relax_structures(
     items = [_unpack(item, i) for i, item in enumerate(structures)]
     settings = dict(fmax=fmax, max_steps=max_steps, relax_cell=relax_cell, optimizer=optimizer)
     results = []
-    for structure, label in tqdm(items, desc=f"relax {tag}", disable=not progress, unit="xtal"):
+    desc = progress if isinstance(progress, str) else f"relax {tag}"
+    bar = tqdm(items, desc=desc, disable=not progress, unit="xtal")
+    for index, (structure, label) in enumerate(bar):
         with _quiet_library_warnings():
             result = _relax_one(structure, label, calc, tag, criteria=criteria, **settings)
         if not result.ok:
             logger.info("relaxation of %s %s: %s", label, result.status, result.reason)
         results.append(result)
+        if on_result is not None:
+            on_result(index, result)
     return results
 
 

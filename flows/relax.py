@@ -8,6 +8,9 @@ structure — and a shard's failures are per candidate (status and reason), neve
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +21,7 @@ from pymatgen.core import Structure
 
 from evaluation.metrics import rmsd
 from evaluation.mlff import relax_structures
+from evaluation.paths import cache_dir
 
 Candidate = dict[str, Any]
 
@@ -65,41 +69,120 @@ def stored_output(uuid: str | None = None) -> Any | None:
     return document["output"] if document and document.get("output") is not None else None
 
 
+def _stage_entry(candidate: Candidate, structure: Structure, result: Any) -> dict[str, Any]:
+    """One candidate's stage result (a plain dict: it goes into the job store)."""
+    return {
+        "candidate_id": candidate["candidate_id"],
+        "status": result.status,
+        "reason": result.reason,
+        "structure": result.structure.as_dict() if result.structure is not None else None,
+        "energy_per_atom": result.energy_per_atom,
+        "level_of_theory": result.level_of_theory or None,
+        "n_steps": result.n_steps,
+        "rmsd": rmsd_or_none(structure, result.structure) if result.structure else None,
+    }
+
+
+class ShardJournal:
+    """Relaxations a shard has finished, appended to a JSONL file in the cache as each one
+    ends, so a killed shard resumes after its last finished relaxation, not from scratch.
+
+    One file per shard job id (``<cache>/shards/<uuid>.jsonl``); a line counts only for the
+    same candidate, input structure and relaxation settings. Removed when the shard's output
+    is stored.
+    """
+
+    def __init__(self, uuid: str, settings: str):
+        self.path = cache_dir() / "shards" / f"{uuid}.jsonl"
+        self.settings = settings
+
+    @staticmethod
+    def key(candidate: Candidate) -> str:
+        digest = hashlib.sha256(
+            json.dumps(as_structure_dict(candidate["input_structure"]), sort_keys=True).encode()
+        ).hexdigest()[:16]
+        return f"{candidate['candidate_id']}|{digest}"
+
+    def finished(self) -> dict[str, tuple[dict[str, Any], list[float]]]:
+        """key -> (stage entry, trajectory energies) of the relaxations already done."""
+        done = {}
+        if not self.path.exists():
+            return done
+        for line in self.path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by the kill
+                continue
+            if row.get("settings") == self.settings:
+                done[row["key"]] = (row["entry"], row["trajectory"])
+        return done
+
+    def record(self, key: str, entry: dict[str, Any], trajectory: list[float]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        row = {"key": key, "settings": self.settings, "entry": entry, "trajectory": trajectory}
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(row, default=float) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 @job(data="trajectories")
 def relax_shard(
-    candidates: list[Candidate], model: str, fmax: float, max_steps: int, stage: str
+    candidates: list[Candidate],
+    model: str,
+    fmax: float,
+    max_steps: int,
+    stage: str,
+    label: str = "",
 ) -> dict[str, Any]:
     """Relax one shard with one MLFF; returns per-candidate stage results and timings.
 
     Each candidate is relaxed from its ``input_structure`` (attached by
     ``with_input_structures``: the previous stage's relaxed structure, else the generated one).
+    Finished relaxations are journaled (:class:`ShardJournal`), so a killed shard loses at
+    most the one relaxation it was running. ``label`` names the progress bar.
     """
+    from jobflow import CURRENT_JOB
+
     finished = stored_output()
     if finished is not None:  # a resumed campaign: this shard already ran to completion
         return finished
     started = time.perf_counter()
+    job_id = CURRENT_JOB.job.uuid if CURRENT_JOB.job is not None else None
+    journal = ShardJournal(job_id, f"{model}|{fmax}|{max_steps}") if job_id else None
+    done = journal.finished() if journal else {}
+    keys = [ShardJournal.key(c) for c in candidates]
+    todo = [i for i, key in enumerate(keys) if key not in done]
     structures = [as_structure(c["input_structure"]) for c in candidates]
-    results = relax_structures(structures, model=model, fmax=fmax, max_steps=max_steps)
-    stage_results, trajectories = [], {}
-    for candidate, structure, result in zip(candidates, structures, results, strict=True):
-        entry: dict[str, Any] = {
-            "candidate_id": candidate["candidate_id"],
-            "status": result.status,
-            "reason": result.reason,
-            "structure": result.structure.as_dict() if result.structure is not None else None,
-            "energy_per_atom": result.energy_per_atom,
-            "level_of_theory": result.level_of_theory or None,
-            "n_steps": result.n_steps,
-            "rmsd": rmsd_or_none(structure, result.structure) if result.structure else None,
-        }
-        stage_results.append(entry)
-        trajectories[candidate["candidate_id"]] = result.trajectory.energies
-    return {
+
+    def persist(position: int, result: Any) -> None:
+        i = todo[position]
+        entry = _stage_entry(candidates[i], structures[i], result)
+        done[keys[i]] = (entry, list(result.trajectory.energies))
+        if journal:
+            journal.record(keys[i], entry, list(result.trajectory.energies))
+
+    relax_structures(
+        [structures[i] for i in todo],
+        model=model,
+        fmax=fmax,
+        max_steps=max_steps,
+        progress=label or f"{stage} ({model})",
+        on_result=persist,
+    )
+    ids = [c["candidate_id"] for c in candidates]
+    output = {
         "stage": stage,
-        "results": stage_results,
-        "trajectories": trajectories,
+        "results": [done[key][0] for key in keys],
+        "trajectories": {i: done[k][1] for i, k in zip(ids, keys, strict=True)},
         "seconds": time.perf_counter() - started,
     }
+    if journal:
+        journal.remove()  # jobflow stores the output next; a kill before that reuses the journal
+    return output
 
 
 @job
@@ -165,13 +248,15 @@ class MLFFRelaxMaker(Maker):
         """
         ready = with_input_structures(candidates, previous, only)
         shards = []
-        for number, start in enumerate(range(0, max(len(ready), 1), self.shard_size)):
+        starts = range(0, max(len(ready), 1), self.shard_size)
+        for number, start in enumerate(starts):
             shard = relax_shard(
                 ready[start : start + self.shard_size],
                 self.model,
                 self.fmax,
                 self.max_steps,
                 self.name,
+                f"{self.name} shard {number + 1}/{len(starts)} ({self.model})",
             )
             shard.name = f"{self.name} shard {number}"
             shard.config.expose_store = True  # lets a resumed shard find its earlier output

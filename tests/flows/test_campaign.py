@@ -379,3 +379,53 @@ def test_a_failed_job_is_named_with_its_error_in_the_campaign(inputs, monkeypatc
     assert "failure: job 'generate' failed: CrystalInputError" in result.output
     status = runner.invoke(app, ["campaign", "status", "cuau-6", "--store", str(inputs["store"])])
     assert "(Au-Cu): failed" in status.output and "failure: job 'generate' failed" in status.output
+
+
+def test_a_campaign_killed_inside_a_shard_resumes_after_its_last_finished_relaxation(
+    tmp_path, monkeypatch
+):
+    import flows.relax
+
+    rattled = []
+    for i in range(12):  # one shard of 12 small relaxations: the kill lands inside it
+        structure = l12(3.70 + 0.02 * i, "Au", "Cu")
+        structure.perturb(0.05, min_distance=0.02)
+        rattled.append(CrystalRecord(structure, f"l12-{i}", "t"))
+    samples = tmp_path / "many.extxyz"
+    write_extxyz(rattled, samples)
+    args = [
+        "campaign", "run", "Au-Cu", "--generator", "file", "--input", str(samples),
+        "--num-candidates", "12", "--top-k", "1", "--max-steps", "60",
+        "--store", str(tmp_path / "store"), "--campaign-id", "shard-kill",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args], env=env, stderr=subprocess.DEVNULL
+    )
+    journal = Path(os.environ["CRYSTALFORGE_CACHE"]) / "shards"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        lines = sum(len(p.read_text().splitlines()) for p in journal.glob("*.jsonl"))
+        if lines >= 2:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = sum(len(p.read_text().splitlines()) for p in journal.glob("*.jsonl"))
+    assert 2 <= finished < 12, "the kill did not land inside the shard"
+
+    relaxed_again = []
+    original = flows.relax.relax_structures
+
+    def counting(structures, **kwargs):
+        relaxed_again.append(len(structures))
+        return original(structures, **kwargs)
+
+    monkeypatch.setattr(flows.relax, "relax_structures", counting)
+    resumed = runner.invoke(app, args)
+    assert resumed.exit_code == 0, resumed.output
+    assert relaxed_again[0] == 12 - finished  # the journaled relaxations were not redone
+    assert not list(journal.glob("*.jsonl"))  # the finished shard's journal is gone
+    store = ResultsStore.embedded(tmp_path / "store").connect()
+    assert len(store.query_candidates("shard-kill")) == 12
+    store.close()

@@ -216,4 +216,4 @@ def test_known_li2o_and_licoo2_are_not_reported_as_discoveries_by_a_campaign(tmp
         assert row["hull_label"] == "mlff:chgnet-0.3.0 vs dft:mp-gga-ggau (mp2020)"
         assert abs(row["e_above_hull"]) < 0.15  # the known phases themselves, near the hull
     table = runner.invoke(app, ["results", "list", "--campaign", "known", *store]).output
-    assert "unverified" in table and "hull coverage" in table
+    assert "unverified" in table and "hull: known hull phases present/known" in table
