@@ -14,11 +14,13 @@ from typing import Any
 from jobflow import Maker, job
 
 from evaluation.records import CrystalRecord
+from flows.progress import report
 
 Candidate = dict[str, Any]
 
 
 def _candidates(records: list[CrystalRecord], generator: str) -> list[Candidate]:
+    report(f"generate: {len(records)} candidates ({generator})")
     return [
         {
             "candidate_id": record.id,

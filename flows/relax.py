@@ -22,6 +22,7 @@ from pymatgen.core import Structure
 from evaluation.metrics import rmsd
 from evaluation.mlff import relax_structures
 from evaluation.paths import cache_dir
+from flows.progress import report
 
 Candidate = dict[str, Any]
 
@@ -165,12 +166,15 @@ def relax_shard(
         if journal:
             journal.record(keys[i], entry, list(result.trajectory.energies))
 
+    bar = label or f"{stage} ({model})"
+    resumed = f", {len(done)} already done before an interruption" if done else ""
+    report(f"{bar}: {len(todo)} to relax{resumed} (loading {model} the first time)")
     relax_structures(
         [structures[i] for i in todo],
         model=model,
         fmax=fmax,
         max_steps=max_steps,
-        progress=label or f"{stage} ({model})",
+        progress=bar,
         on_result=persist,
     )
     ids = [c["candidate_id"] for c in candidates]
@@ -249,6 +253,10 @@ class MLFFRelaxMaker(Maker):
         ready = with_input_structures(candidates, previous, only)
         shards = []
         starts = range(0, max(len(ready), 1), self.shard_size)
+        report(
+            f"{self.name}: {len(ready)} candidates in {len(starts)} shard(s) with {self.model} "
+            f"(fmax {self.fmax} eV/Å, at most {self.max_steps} steps)"
+        )
         for number, start in enumerate(starts):
             shard = relax_shard(
                 ready[start : start + self.shard_size],

@@ -37,6 +37,7 @@ from evaluation.screening_hull import UnknownEnergyScale, known_phase_hull
 from evaluation.stability import PlacesEnergies, ReferenceEntries, SameLevelHull
 from evaluation.sun import Judged, SUNSettings, Verdict, judge
 from evaluation.sun import summarize as count_verdicts
+from flows.progress import report
 from flows.relax import as_structure, as_structure_dict
 
 Candidate = dict[str, Any]
@@ -143,7 +144,12 @@ def filter_candidates(
         "relaxed": sum(_usable(relaxed.get(c["candidate_id"])) for c in candidates),
         "passed_filter": sum(f["passed"] for f in flags.values()),
     }
-    return {"flags": flags, "counts": counts, "seconds": time.perf_counter() - started}
+    seconds = time.perf_counter() - started
+    report(
+        f"filter: {counts['passed_filter']} of {counts['generated']} pass (relaxed, valid, "
+        f"unique, not known) in {seconds:.0f} s"
+    )
+    return {"flags": flags, "counts": counts, "seconds": seconds}
 
 
 @job
@@ -158,8 +164,9 @@ def hull_reference(chemsys: str, reference_path: str | None, model: str) -> dict
     """
     started = time.perf_counter()
     records = HullCandidates(_reference_records(reference_path)).within(chemsys)
+    report(f"hull references: {len(records)} {chemsys} compounds and its elements with {model}")
     try:
-        reference = mlff_hull_reference(chemsys, records, model, progress=False)
+        reference = mlff_hull_reference(chemsys, records, model, progress=True)
     except (ValueError, KeyError, MLFFUnavailable) as error:
         return {"error": f"no hull for {chemsys} at {model}: {error}"}
     return {**reference.to_dict(), "seconds": time.perf_counter() - started}
@@ -229,6 +236,8 @@ def hull_stage(stage_output: dict[str, Any], spec: dict[str, Any], chemsys: str)
     started = time.perf_counter()
     ids = [r["candidate_id"] for r in stage_output["results"]]
     hulls = _hull_results(stage_output, ids, spec, chemsys)
+    placed = sum(h["hull"] is not None for h in hulls["hull"].values())
+    report(f"hull: {placed} of {len(ids)} placed on {hulls['name']}")
     return {**hulls, "seconds": time.perf_counter() - started}
 
 
@@ -243,7 +252,9 @@ def select_top_k(hull: dict[str, Any], filtered: dict[str, Any], top_k: int) -> 
         and h["hull"] is not None
         and math.isfinite(h["hull"]["e_above_hull"])
     ]
-    return [cid for _, cid in sorted(scored)[:top_k]]
+    chosen = [cid for _, cid in sorted(scored)[:top_k]]
+    report(f"select: the {len(chosen)} lowest E_hull of {len(scored)} go to the final stage")
+    return chosen
 
 
 @job
@@ -252,10 +263,10 @@ def final_hull_stage(
 ) -> dict[str, Any]:
     """E_hull of the final stage's energies on the final stage's hull."""
     started = time.perf_counter()
-    return {
-        **_hull_results(final, selected, spec, chemsys),
-        "seconds": time.perf_counter() - started,
-    }
+    hulls = _hull_results(final, selected, spec, chemsys)
+    placed = sum(h["hull"] is not None for h in hulls["hull"].values())
+    report(f"final hull: {placed} of {len(selected)} placed on {hulls['name']}")
+    return {**hulls, "seconds": time.perf_counter() - started}
 
 
 def _stage_doc(result: dict[str, Any] | None, hull: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -32,6 +32,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # pymatgen orders formulas by electronegativity and warns for every noble-gas formula it meets
 # (He, Ne, Ar have none); harmless, and the reference set holds their elemental polymorphs.
 warnings.filterwarnings("ignore", message="No Pauling electronegativity")
+# jobflow's run_locally calls monty's deprecated ``cd`` once per job: not the user's concern.
+warnings.filterwarnings("ignore", message=r"cd is deprecated", category=FutureWarning)
 
 #: ``crystalforge --help`` lists commands in the order a user meets them.
 COMMAND_ORDER = (
@@ -658,7 +660,9 @@ def campaign_run(
         check_campaign(chemsys, settings)
     except (ValueError, *_bad_input_errors()) as error:
         raise _fail(str(error)) from None
-    with _opened_store(store, create=True) as results:
+    from flows.progress import show_progress
+
+    with show_progress(), _opened_store(store, create=True) as results:
         try:
             document = run_campaign(chemsys, settings, results, campaign_id, verbose=verbose)
         except (ValueError, *_bad_input_errors()) as error:

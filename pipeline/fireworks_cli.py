@@ -156,6 +156,7 @@ def worker_rapidfire(
     ] = Path("crystalforge-launches"),
 ) -> None:
     """Run jobs of submitted campaigns in this process until none is left (like rlaunch)."""
+    from flows.progress import show_progress
     from pipeline.launchpad import LaunchPadError
     from pipeline.worker import WorkerSettings, run_worker
 
@@ -169,7 +170,8 @@ def worker_rapidfire(
         launch_root=launch_dir.resolve(),
     )
     try:
-        report = run_worker(location, settings, log=typer.echo)
+        with show_progress():
+            report = run_worker(location, settings, log=typer.echo)
     except LaunchPadError as error:
         raise _fail(str(error)) from None
     typer.echo(

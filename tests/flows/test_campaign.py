@@ -102,6 +102,22 @@ def test_campaign_scores_every_candidate_and_results_list_returns_flags(inputs):
     assert {row["level_of_theory"] for row in selected} == {"mlff:sevennet-7net-0"}
 
 
+def test_a_campaign_prints_one_timed_line_per_stage_and_no_library_logs(inputs):
+    result = runner.invoke(app, campaign_args(inputs, "cuau-progress"))
+    assert result.exit_code == 0, result.output
+    for line in (
+        r"\[0:\d\d\] generate: 5 candidates \(file\)",
+        r"\[0:\d\d\] prerelax: 5 candidates in 2 shard\(s\) with chgnet",
+        r"prerelax shard 1/2 \(chgnet\): 3 to relax",
+        r"filter: \d of 5 pass",
+        r"hull: \d of 5 placed on",
+        r"select: the 2 lowest E_hull",
+        r"final hull: 2 of 2 placed on",
+    ):
+        assert re.search(line, result.output), line
+    assert "Starting job" not in result.output and "INFO" not in result.output
+
+
 def test_rerunning_a_campaign_reuses_finished_jobs_and_duplicates_nothing(inputs):
     assert runner.invoke(app, campaign_args(inputs, "cuau-2")).exit_code == 0
     again = runner.invoke(app, campaign_args(inputs, "cuau-2"))
