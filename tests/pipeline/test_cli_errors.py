@@ -104,3 +104,19 @@ def test_top_level_help_lists_commands_in_the_order_a_user_meets_them(tmp_path):
     listed = crystalforge("--help", cwd=tmp_path).stdout.split("Commands:")[1].splitlines()
     names = [line.split()[0] for line in listed if line.startswith("  ") and line.strip()]
     assert names[:4] == ["campaign", "results", "generate", "evaluate"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["campaign", "list"], "no results store there"),
+        (["results", "show", "x/y"], "no results store there"),
+        (["campaign", "run", "Li-Xx-O"], "unknown element 'Xx'"),
+        (["campaign", "run", "Li-O", "--generator", "foo"], "--generator: must be one of"),
+        (["campaign", "run", "Li-O", "--generator", "file", "--input", "nope.cif"], "nope.cif"),
+    ],
+)
+def test_commands_that_fail_or_only_read_never_create_a_store(tmp_path, args, expected):
+    result = crystalforge(*args, "--store", "store", cwd=tmp_path)
+    assert expected in one_line_error(result)
+    assert not (tmp_path / "store").exists()
