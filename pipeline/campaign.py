@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -308,6 +312,44 @@ def prepare_campaign(
     return document
 
 
+class _FailedJobs(logging.Handler):
+    """The jobs ``run_locally`` reports as failed, with the last line of their error.
+
+    ``run_locally`` logs a failing job ("<name> failed with exception:" and the traceback) and
+    goes on with the jobs that do not need it; it raises nothing. This handler keeps those
+    records so a failed campaign can say which job failed and why.
+    """
+
+    LOGGER = "jobflow.managers.local"
+    MARKER = " failed with exception:"
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.failures: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        name, marker, trace = record.getMessage().partition(self.MARKER)
+        if marker:
+            last = trace.strip().splitlines()[-1] if trace.strip() else "no message"
+            last = re.sub(r"^[\w.]+\.(\w+):", r"\1:", last)  # module.Error: -> Error:
+            self.failures.append(f"job '{name}' failed: {last}")
+
+    def first(self) -> str | None:
+        return self.failures[0] if self.failures else None
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        logger = logging.getLogger(self.LOGGER)
+        level = logger.level
+        logger.addHandler(self)
+        logger.setLevel(min(level or logging.INFO, logging.INFO))
+        try:
+            yield
+        finally:
+            logger.removeHandler(self)
+            logger.setLevel(level)
+
+
 def _this_process() -> dict[str, Any]:
     return {"manager": "local", "host": socket.gethostname(), "pid": os.getpid()}
 
@@ -403,24 +445,18 @@ def run_campaign(
     output_uuid = flow.output.uuid
     reused = drop_finished_jobs(flow, store)
     started = time.perf_counter()
-    error = None
+    failed_jobs = _FailedJobs()
     if flow.jobs:
-        try:
-            run_locally(
-                flow,
-                store=store.jobs,
-                allow_external_references=True,
-                log=verbose,
-                raise_immediately=True,
-            )
-        except Exception as exc:  # noqa: BLE001 - a job's error is the campaign's failure reason
-            error = f"{type(exc).__name__}: {exc}"
+        # a failing job does not stop the others (a DFT failure is that candidate's alone)
+        with failed_jobs.watching():
+            run_locally(flow, store=store.jobs, allow_external_references=True, log=verbose)
     score = store.jobs.get_output(output_uuid, load=True) if _finished(store, output_uuid) else None
     if score is None:
         unfinished = [j.name for j in flow.jobs if not _finished(store, j.uuid)]
-        where = f"job '{unfinished[0]}'" if unfinished else "a job"
-        failure = f"{where} failed: {error}" if error else f"{where} did not finish"
-        document.update(status="failed", updated_at=_now(), failure=failure.splitlines()[0][:500])
+        failure = failed_jobs.first() or (
+            f"job '{unfinished[0]}' did not finish" if unfinished else "a job did not finish"
+        )
+        document.update(status="failed", updated_at=_now(), failure=failure[:500])
         store.save_campaign(document)
         return document
     return record_score(store, document, score, time.perf_counter() - started, reused_jobs=reused)
