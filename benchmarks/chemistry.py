@@ -1,6 +1,6 @@
 """Benchmark: does a checkpoint sample chemistry? Its samples' profile against the training data.
 
-    python benchmarks/chemistry.py [--checkpoint data/checkpoints/crystalforge-small-v1.pt]
+    python benchmarks/chemistry.py [--checkpoint CKPT (default: the shipped one)]
         [--data runs/dataset/dataset.pt] [--samples 256] [--steps N] [--seed 0]
 
 Samples ``--samples`` crystals unconditionally (atom counts from the checkpoint's training
@@ -102,8 +102,9 @@ def table(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default = ROOT / "data" / "checkpoints" / "crystalforge-small-v1.pt"
-    parser.add_argument("--checkpoint", type=Path, default=default)
+    from evaluation.paths import default_checkpoint
+
+    parser.add_argument("--checkpoint", type=Path, default=default_checkpoint())
     parser.add_argument("--data", type=Path, default=ROOT / "runs" / "dataset" / "dataset.pt")
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--steps", type=int, default=None)

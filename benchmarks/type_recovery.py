@@ -1,6 +1,6 @@
 """Diagnostic: has a checkpoint learned which elements go together?
 
-    python benchmarks/type_recovery.py [--checkpoint data/checkpoints/crystalforge-small-v1.pt]
+    python benchmarks/type_recovery.py [--checkpoint CKPT (default: the shipped one)]
         [--dataset runs/dataset/dataset.pt] [--n-crystals 256]
 
 Validation crystals are corrupted by the forward process at several steps (paper A14: each
@@ -39,8 +39,9 @@ RESULTS = Path(__file__).resolve().parent / "results" / "type_recovery.json"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    checkpoint = ROOT / "data" / "checkpoints" / "crystalforge-small-v1.pt"
-    parser.add_argument("--checkpoint", default=str(checkpoint))
+    from evaluation.paths import default_checkpoint
+
+    parser.add_argument("--checkpoint", default=str(default_checkpoint()))
     parser.add_argument("--dataset", default=str(ROOT / "runs/dataset/dataset.pt"))
     parser.add_argument("--n-crystals", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)

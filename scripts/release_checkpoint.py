@@ -1,7 +1,7 @@
 """Release a trained checkpoint: strip its training state, write it under data/checkpoints/ and
 write its model card (data, size, steps, wall time, hardware, loss curves, evaluation).
 
-    python scripts/release_checkpoint.py --run runs/small-v1 --dataset runs/dataset
+    python scripts/release_checkpoint.py --run runs/small-v2 --dataset runs/dataset
         [--quality benchmarks/results/generation_quality.json] [--notes NOTES.md]
         [--name crystalforge-small-v2]
 
@@ -148,7 +148,13 @@ def model_card(
         "",
         f"![loss curves]({checkpoint.stem}-loss.png)",
         "",
-        "## Evaluation: 1,024 unconditional samples against random structure search",
+        "## Evaluation: unconditional samples against random structure search"
+        + (
+            f" ({quality['mattergen']['summary']['n_structures']:,} and "
+            f"{quality['rss']['summary']['n_structures']:,})"
+            if quality
+            else ""
+        ),
     ]
     if quality and quality_table:
         lines += [
