@@ -168,7 +168,7 @@ def relax_shard(
 
     bar = label or f"{stage} ({model})"
     resumed = f", {len(done)} already done before an interruption" if done else ""
-    report(f"{bar}: {len(todo)} to relax{resumed} (loading {model} the first time)")
+    report(f"{bar}: {len(todo)} to relax{resumed}")
     relax_structures(
         [structures[i] for i in todo],
         model=model,

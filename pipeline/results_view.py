@@ -81,7 +81,7 @@ def select(
 def table(documents: Sequence[dict[str, Any]], *, with_campaign: bool) -> list[str]:
     """The ``results list`` table: one line per candidate, a legend line at the end."""
     header = f"{'candidate':<22}{'formula':<14}{'space group':<16}{'E_hull':>8} {'at':<9}"
-    header += f"{'relaxed':<14}{'hull':<7}{'novelty':<11}" + " ".join(f"{f:<6}" for f in FLAGS)
+    header += f"{'relaxed':<19}{'hull':<7}{'novelty':<11}" + " ".join(f"{f:<6}" for f in FLAGS)
     lines = [(f"{'campaign':<24}" if with_campaign else "") + header]
     for d in documents:
         stage = ranked_stage(d)
@@ -92,7 +92,7 @@ def table(documents: Sequence[dict[str, Any]], *, with_campaign: bool) -> list[s
         )
         line = (f"{d['campaign_id']:<24}" if with_campaign else "") + (
             f"{d['candidate_id']:<22}{d['formula']:<14}{space_group(d):<16}{e_hull:>8} "
-            f"{short_level(d.get('level_of_theory')):<9}{relaxed:<14}"
+            f"{short_level(d.get('level_of_theory')):<9}{relaxed:<18} "
             f"{coverage.split(' known')[0]:<7}{d.get('novelty') or '-':<11}"
             + " ".join(f"{mark(d.get(f)):<6}" for f in FLAGS)
         )
