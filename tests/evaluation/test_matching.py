@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 import warnings
 from pathlib import Path
 
@@ -275,22 +274,20 @@ def test_two_workers_give_the_same_verdicts(mixed_set, cache_folder):
 def test_cache_is_written_then_reused(perov, cache_folder):
     references = perov[:120]
     queries = [disguise(r.structure, np.random.default_rng(i)) for i, r in enumerate(references)]
-    start = time.perf_counter()
     first = index_for(references, cache_folder)
     assert first.cache_status == "built"
     assert first.path.exists() and first.path.parent == cache_folder
     assert first.references_prepared == 0  # references are reduced when a query needs them
     assert first.matches(queries) == [r.label for r in references]
-    cold = time.perf_counter() - start
     assert first.references_prepared == len(references)
 
-    start = time.perf_counter()
     second = index_for(references, cache_folder)
     assert second.cache_status == "reused" and second.path == first.path
     assert second.matches(queries) == [r.label for r in references]
-    warm = time.perf_counter() - start
-    assert second.references_prepared == 0  # every reduction came from the file
-    assert warm < cold
+    # Every reduction came from the file: the work saved, counted (a wall-clock comparison
+    # here was dominated by the queries' own reductions and failed on a busy machine; the
+    # time saved is measured in benchmarks/novelty.py).
+    assert second.references_prepared == 0
 
 
 def test_precompute_prepares_every_reference_in_parallel(perov, cache_folder):
