@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from jobflow import Flow, job, run_locally
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from evaluation.mlff_reference import reference_elements
 from evaluation.screening_hull import UnknownEnergyScale, model_energy_scale
@@ -84,18 +84,12 @@ class CampaignConfig(SUNSettings):
         None, description="MP2020-compatible DFT entries (JSON) for the vasp engine's hull"
     )
 
-    @field_validator("generator")
+    @field_validator("generator", "engine")
     @classmethod
-    def _known_generator(cls, value: str) -> str:
-        if value not in GENERATORS:
-            raise ValueError(f"must be one of {', '.join(sorted(GENERATORS))}, got {value!r}")
-        return value
-
-    @field_validator("engine")
-    @classmethod
-    def _known_engine(cls, value: str) -> str:
-        if value not in ENGINES:
-            raise ValueError(f"must be one of {', '.join(ENGINES)}, got {value!r}")
+    def _known_choice(cls, value: str, info: ValidationInfo) -> str:
+        choices = sorted(GENERATORS) if info.field_name == "generator" else list(ENGINES)
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
         return value
 
     @model_validator(mode="after")
