@@ -8,6 +8,7 @@ has its job routed to FireWorks workers of that category by the campaign.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +98,12 @@ class SubstitutionGeneratorMaker(Maker):
         return _candidates(records, "substitution")
 
 
+def records_in_system(records: list[CrystalRecord], elements: Iterable[str]) -> list[CrystalRecord]:
+    """The records whose elements all belong to the chemical system ``elements``."""
+    system = set(elements)
+    return [r for r in records if {el.symbol for el in r.structure.composition} <= system]
+
+
 @dataclass
 class FileGeneratorMaker(Maker):
     """Candidates read from a crystal file (any format of :mod:`evaluation.crystal_io`).
@@ -113,12 +120,8 @@ class FileGeneratorMaker(Maker):
         """The file's structures within ``chemsys``, in file order."""
         from evaluation.crystal_io import read_crystals
 
-        elements = set(chemsys.split("-"))
-        records = [
-            record
-            for record in read_crystals(self.path).records
-            if {el.symbol for el in record.structure.composition.elements} <= elements
-        ][:n_candidates]
+        records = records_in_system(read_crystals(self.path).records, chemsys.split("-"))
+        records = records[:n_candidates]
         for index, record in enumerate(records):
             record.properties = {"path": self.path, "index": index, "source_id": record.label}
         return _candidates(records, "file")

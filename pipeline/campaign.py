@@ -34,7 +34,7 @@ from flows.dft import check_engine, tasks_maker
 from flows.dft.schema import properties_to_tasks
 from flows.dft.stage import DFTStageMaker
 from flows.documents import CampaignDoc, CandidateDoc
-from flows.generate import GENERATORS
+from flows.generate import GENERATORS, records_in_system
 from flows.generators.chemsys import parse_chemsys, require_arity
 from flows.generators.mattergen import check_checkpoint
 from flows.relax import MLFFRelaxMaker
@@ -253,8 +253,7 @@ def check_input_file(path: str, elements: tuple[str, ...]) -> int:
         records = read_crystals(Path(path)).records
     except CrystalInputError as error:
         raise ValueError(f"--input {path}: {error}") from None
-    system = set(elements)
-    inside = [r for r in records if system >= {e.symbol for e in r.structure.composition}]
+    inside = records_in_system(records, elements)
     if not inside:
         raise ValueError(
             f"--input {path}: none of its {len(records)} readable crystals lies in "

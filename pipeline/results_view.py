@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from evaluation.chemistry import SYMPREC
+
 STAGES = ("prerelax", "final")
 FLAGS = ("valid", "unique", "novel", "stable", "sun")
-SYMPREC = 0.1
 
 
 def ranked_stage(document: dict[str, Any]) -> dict[str, Any]:
@@ -37,10 +38,6 @@ def short_level(level: str | None) -> str:
 def mark(value: Any) -> str:
     """``yes``/``no``; ``-`` for a check that was not made (``None``)."""
     return "-" if value is None else ("yes" if value else "no")
-
-
-def charge_balanced(document: dict[str, Any]) -> bool | None:
-    return document.get("valid_composition")
 
 
 def space_group(document: dict[str, Any]) -> str:
@@ -70,7 +67,7 @@ def select(
     for d in documents:
         if converged_only and ranked_stage(d).get("status") != "ok":
             continue
-        if charge_balanced_only and not charge_balanced(d):
+        if charge_balanced_only and not d.get("valid_composition"):
             continue
         if max_elements is not None and len((d.get("chemsys") or "").split("-")) > max_elements:
             continue
