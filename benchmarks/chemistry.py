@@ -5,7 +5,7 @@
 
 Samples ``--samples`` crystals unconditionally (atom counts from the checkpoint's training
 distribution, its default sampling grid unless ``--steps``) and profiles them and a random
-subset of the training crystals of the same size (``evaluation.chemistry.describe``): mean
+subset of the training crystals of the same size (``evaluation.metrics.chemistry.describe``): mean
 elements per cell and the share with at most 4, P1 fraction at symprec 0.1, the share with a
 pymatgen oxidation-state guess, the share whose shortest interatomic distance is at least
 0.5 Å, and the total-variation distances of the element, atoms-per-cell, elements-per-cell,
@@ -51,7 +51,7 @@ SCALARS = (
 def profile_checkpoint(
     checkpoint: Path, data: Path, samples: int, steps: int | None, seed: int
 ) -> dict[str, Any]:
-    from evaluation.chemistry import compare, describe
+    from evaluation.metrics.chemistry import compare, describe
     from model.checkpoint import load_checkpoint
     from model.data import CrystalTensors
     from model.sampler import SamplerSettings, sample

@@ -11,11 +11,12 @@
    the atom count of a training crystal drawn at random (seeded; single-element systems, which
    RSS does not do, are drawn again).
 3. ``evaluate``: both sets through ``crystalforge evaluate --relax chgnet`` with one config
-   (``configs/evaluation/benchmark.yaml``): the verdicts of ``evaluation.sun`` on the DFT hull
-   of the known phases (``--hull known-phases``), novelty against the shipped reference set.
+   (``configs/evaluation/benchmark.yaml``): the verdicts of ``evaluation.metrics.sun`` on the
+   DFT hull of the known phases (``--hull known-phases``), novelty against the shipped
+   reference set.
 4. ``report``: the two summaries side by side (S.U.N. also split by elements per sample and
    restricted to samples whose hull holds every known hull phase), plus the chemistry profiles
-   (``evaluation.chemistry``) of the as-generated structures against the training data.
+   (``evaluation.metrics.chemistry``) of the as-generated structures against the training data.
    Written to ``benchmarks/results/generation_quality.{json,md}``.
 
 Each stage skips work whose output already exists in ``--work``, so the benchmark resumes.
@@ -70,7 +71,7 @@ def stage_generate(
     work: Path, checkpoint: Path | None, num: int, steps: int | None, jobs: int
 ) -> None:
     """``num`` samples in ``jobs`` processes of one torch thread each (seeds 0..jobs-1)."""
-    from evaluation.crystal_io import read_crystals, write_extxyz
+    from evaluation.io.crystals import read_crystals, write_extxyz
 
     out = work / "mattergen.extxyz"
     if out.exists():
@@ -98,7 +99,7 @@ def stage_generate(
 
 
 def stage_rss(work: Path, dataset: Path, num: int) -> None:
-    from evaluation.crystal_io import write_extxyz
+    from evaluation.io.crystals import write_extxyz
     from flows.generators.rss import generate_rss
 
     out = work / "rss.extxyz"
@@ -143,15 +144,15 @@ def stage_evaluate(work: Path, dataset: Path, jobs: int) -> None:
             continue  # done, or its samples are not there yet
         command = [sys.executable, "-m", "pipeline", "evaluate", str(work / f"{name}.extxyz")]
         command += ["--relax", "chgnet", "--config", str(CONFIG), "--n-jobs", str(jobs)]
-        # the verdicts of evaluation.sun: E_hull on the DFT hull of the known phases (CHGNet
+        # the verdicts of evaluation.metrics.sun: E_hull on the DFT hull of the known phases (CHGNet
         # energies on the MP2020 scale), novelty verified against the shipped reference
         command += ["--hull", "known-phases", "--output", str(out)]
         subprocess.run(command, check=True, cwd=ROOT)
 
 
 def describe(structures: list[Structure]) -> dict[str, Any]:
-    """The chemistry profile of a set (``evaluation.chemistry``)."""
-    from evaluation.chemistry import describe as profile
+    """The chemistry profile of a set (``evaluation.metrics.chemistry``)."""
+    from evaluation.metrics.chemistry import describe as profile
 
     return profile(structures, SYMPREC)
 
@@ -227,8 +228,8 @@ def by_elements(rows: pd.DataFrame) -> dict[str, Any]:
 
 
 def stage_report(work: Path, dataset: Path) -> dict[str, Any]:
-    from evaluation.chemistry import compare
-    from evaluation.crystal_io import read_crystals
+    from evaluation.io.crystals import read_crystals
+    from evaluation.metrics.chemistry import compare
 
     _, _, train_structures = training_crystals(dataset)
     rng = np.random.default_rng(1)
@@ -348,9 +349,10 @@ def markdown(report: dict[str, Any]) -> str:
     goal = report["goal"]
     lines += [
         "",
-        "Verdicts of `evaluation/sun.py`: E_hull of CHGNet energies (MP2020 scale) on the DFT "
-        "hull of MP-20's near-hull phases (`--hull known-phases`), novelty against the shipped "
-        "reference set (a known MP composition it cannot confirm is unverified, not novel).",
+        "Verdicts of `evaluation/metrics/sun.py`: E_hull of CHGNet energies (MP2020 scale) on "
+        "the DFT hull of MP-20's near-hull phases (`--hull known-phases`), novelty against the "
+        "shipped reference set (a known MP composition it cannot confirm is unverified, not "
+        "novel).",
         "",
         f"S.U.N. ratio MatterGen/RSS: {_fmt(goal['sun_ratio'], 2)} (goal >= 2); "
         f"RMSD ratio: {_fmt(goal['rmsd_ratio'], 2)} (goal <= 0.33).",

@@ -66,8 +66,8 @@ def stage_scales() -> dict[str, Any]:
     """MP-20 (claimed MP2020) minus matbench_mp_e_form (legacy) on shared reduced formulas."""
     from pymatgen.core import Composition
 
-    from evaluation.hull import mp_formation_energy_reference
-    from evaluation.screening_hull import read_mp20_near_hull
+    from evaluation.hull.mp_entries import mp_formation_energy_reference
+    from evaluation.hull.screening import read_mp20_near_hull
 
     legacy = dict(mp_formation_energy_reference().rows())
     mp20: dict[str, float] = {}
@@ -104,15 +104,15 @@ def known_phases_with_structures(n: int, seed: int) -> list[Any]:
     import csv
     import gzip
 
-    from evaluation.known_phases import MP20_NEAR_HULL_FILE
+    from evaluation.hull.known_phases import MP20_NEAR_HULL_FILE
+    from evaluation.hull.screening import read_mp20_near_hull  # noqa: F401 (file present)
     from evaluation.paths import reference_dir
     from evaluation.reference import load_reference
-    from evaluation.screening_hull import read_mp20_near_hull  # noqa: F401 (file present)
 
     with gzip.open(reference_dir() / MP20_NEAR_HULL_FILE, "rt") as handle:
         rows = {r["material_id"]: r for r in csv.DictReader(l for l in handle if l[0] != "#")}
-    from evaluation.hull import mp_elemental_energies
-    from evaluation.mlff_reference import reference_elements
+    from evaluation.hull.mlff_reference import reference_elements
+    from evaluation.hull.mp_entries import mp_elemental_energies
 
     # every element needs an MP DFT energy and polymorphs for the MLFF's own elemental energy
     known = set(mp_elemental_energies()) & reference_elements()
@@ -128,9 +128,8 @@ def known_phases_with_structures(n: int, seed: int) -> list[Any]:
 
 
 def stage_screening(n_phases: int, models: list[str], jobs: int, seed: int) -> dict[str, Any]:
-    from evaluation.hull import MP2020_CORRECTION, MP_GGA_LEVEL, EntryHullReference
-    from evaluation.mlff import load_calculator
-    from evaluation.mlff_reference import (
+    from evaluation.hull.core import MP2020_CORRECTION, MP_GGA_LEVEL, EntryHullReference
+    from evaluation.hull.mlff_reference import (
         HullCandidates,
         energy_cache_path,
         energy_key,
@@ -138,9 +137,10 @@ def stage_screening(n_phases: int, models: list[str], jobs: int, seed: int) -> d
         prefetch_reference_energies,
         read_energy_cache,
     )
-    from evaluation.parallel_relax import relax_parallel
+    from evaluation.hull.screening import known_phase_hull, mp2020_energy_per_atom
     from evaluation.reference import load_reference
-    from evaluation.screening_hull import known_phase_hull, mp2020_energy_per_atom
+    from evaluation.relax.calculators import load_calculator
+    from evaluation.relax.parallel import relax_parallel
 
     phases = known_phases_with_structures(n_phases, seed)
     hull = known_phase_hull()
@@ -241,12 +241,12 @@ def stage_screening(n_phases: int, models: list[str], jobs: int, seed: int) -> d
 
 def stage_coverage(n_samples: int, seed: int) -> dict[str, Any]:
 
-    from evaluation.crystal_io import read_crystals
-    from evaluation.hull import mp_formation_energy_reference  # noqa: F401
-    from evaluation.known_phases import known_phases
-    from evaluation.mlff_reference import HullCandidates
+    from evaluation.hull.known_phases import known_phases
+    from evaluation.hull.mlff_reference import HullCandidates
+    from evaluation.hull.mp_entries import mp_formation_energy_reference  # noqa: F401
+    from evaluation.hull.screening import known_phase_hull
+    from evaluation.io.crystals import read_crystals
     from evaluation.reference import load_reference
-    from evaluation.screening_hull import known_phase_hull
 
     with tempfile.TemporaryDirectory() as folder:
         samples = Path(folder) / "samples.extxyz"

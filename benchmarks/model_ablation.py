@@ -13,7 +13,7 @@ thread, then measured:
   marginal baselines;
 * ``--samples`` unconditional samples (the model's default sampling grid): elements per cell,
   the share with at most 4, P1 fraction, space groups, the share with an oxidation-state guess,
-  minimum distances (``evaluation.chemistry``), and TV distances to the training data;
+  minimum distances (``evaluation.metrics.chemistry``), and TV distances to the training data;
 * with ``--perov``: the same variant trained on perov_5 for ``--perov-steps`` and sampled: the
   share of 5-atom samples with 2 cations and 3 anions, and the share that match the cubic
   perovskite prototype with the anions on its X sites.
@@ -166,7 +166,7 @@ def perovskite_checks(structures) -> dict[str, float]:
 
 
 def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    from evaluation.chemistry import compare, describe
+    from evaluation.metrics.chemistry import compare, describe
     from model.data import CrystalTensors
     from model.diagnostics import element_marginal, type_recovery
     from model.structures import batch_to_structures

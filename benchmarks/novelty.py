@@ -41,8 +41,8 @@ import numpy as np
 import pandas as pd
 from pymatgen.core import Element, Lattice, Structure
 
-from evaluation.matching import MatcherSettings, ReferenceIndex, make_matcher
-from evaluation.matching_store import payload_to_structure, structure_to_payload
+from evaluation.matching.index import MatcherSettings, ReferenceIndex, make_matcher
+from evaluation.matching.store import payload_to_structure, structure_to_payload
 from evaluation.records import CrystalRecord
 
 RESULTS = Path(__file__).resolve().parent / "results" / "novelty.json"

@@ -6,8 +6,8 @@ Both sides relax the same structures with the same MLFF (CHGNet 0.3.0), optimize
 cell filter (FrechetCellFilter, cell relaxed), force criterion and step budget, in one process
 with one thread (``OMP_NUM_THREADS=1``):
 
-* ``crystalforge``: :func:`evaluation.mlff.relax_structures` over all structures, which is what
-  one ``prerelax`` shard job runs: the calculator is loaded once and reused.
+* ``crystalforge``: :func:`evaluation.relax.engine.relax_structures` over all structures,
+  which is what one ``prerelax`` shard job runs: the calculator is loaded once and reused.
 * ``atomate2``: one ``ForceFieldRelaxMaker(force_field_name="CHGNet")`` job per structure, all
   run with ``jobflow.run_locally`` into an in-memory ``JobStore`` -- a naive per-structure
   workflow in its most favourable setting (no process start, no database).
@@ -47,9 +47,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from evaluation.mlff import RelaxResult, load_calculator, relax_structures
 from evaluation.records import CrystalRecord
 from evaluation.reference import load_reference
+from evaluation.relax.calculators import load_calculator
+from evaluation.relax.engine import RelaxResult, relax_structures
 
 RESULTS = Path(__file__).resolve().parent / "results" / "prerelax.json"
 

@@ -27,9 +27,9 @@ from typing import Any
 
 import pandas as pd
 
-from evaluation.chemistry import total_variation
-from evaluation.crystal_io import read_crystals
-from evaluation.training_set import BuildSettings, _drop_reason, source_name, supported_elements
+from evaluation.io.crystals import read_crystals
+from evaluation.metrics.chemistry import total_variation
+from model.training_set import BuildSettings, _drop_reason, source_name, supported_elements
 
 MP20_STATS = Path(__file__).resolve().parents[1] / "../shared/data/reference/mp20_stats.json"
 RESULTS = Path(__file__).resolve().parent / "results" / "training_sources.json"

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
 
-#: The repository root (the package is installed in editable mode by ``make``).
+#: The source checkout (for tests, scripts and benchmarks, which run from one). An installed
+#: package finds its own files through :func:`data_dir`, which does not depend on this.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+#: The package the shipped ``data/`` folder installs as (``pyproject.toml``: package-dir).
+DATA_PACKAGE = "crystalforge_data"
 
 
 def data_dir() -> Path:
     """The folder of shipped data (``data/``), overridable with ``CRYSTALFORGE_DATA``."""
-    return Path(os.environ.get("CRYSTALFORGE_DATA", PROJECT_ROOT / "data"))
+    override = os.environ.get("CRYSTALFORGE_DATA")
+    if override:
+        return Path(override)
+    # Wheels install unzipped, so the resource root is a real folder (a Path): every reader of
+    # shipped files (pandas, gzip, torch.load) needs one.
+    return Path(str(files(DATA_PACKAGE)))
 
 
 def reference_dir() -> Path:

@@ -3,7 +3,7 @@
 ``data/reference/structures.jsonl.gz`` is the default novelty reference (and the pool of hull
 reference structures). :func:`build_reference_set` makes it from the shared data folder,
 byte-for-byte reproducibly; :func:`load_reference` reads it, or any user reference in a
-format :func:`evaluation.crystal_io.read_crystals` understands.
+format :func:`evaluation.io.crystals.read_crystals` understands.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 from pymatgen.core import Structure
 
-from evaluation.crystal_formats import check_structure
-from evaluation.crystal_io import atomic_output, read_crystals, write_jsonl
-from evaluation.hull import MP_E_FORM_FILE, convert_mp_e_form_csv
-from evaluation.known_phases import KNOWN_PHASES_FILE, MP20_NEAR_HULL_FILE, build_known_phases
+from evaluation.hull.known_phases import KNOWN_PHASES_FILE, MP20_NEAR_HULL_FILE, build_known_phases
+from evaluation.hull.mp_entries import MP_E_FORM_FILE, convert_mp_e_form_csv
+from evaluation.io.crystals import atomic_output, read_crystals, write_jsonl
+from evaluation.io.formats import check_structure
 from evaluation.paths import reference_dir
 from evaluation.records import CrystalInputError, CrystalRecord, ReadProblem, ReadResult
 
@@ -117,7 +117,7 @@ def load_reference(path: str | os.PathLike[str] | None = None) -> ReadResult:
     ----------
     path
         None for the shipped set (``reference_dir() / "structures.jsonl.gz"``), or any file or
-        folder :func:`~evaluation.crystal_io.read_crystals` reads (a folder of CIFs, an
+        folder :func:`~evaluation.io.crystals.read_crystals` reads (a folder of CIFs, an
         Alex-MP-ICSD JSONL of ``ComputedStructureEntry`` dicts, ...).
 
     Returns
@@ -343,17 +343,17 @@ def _sources_markdown(counts: dict[str, int], n_skipped: int, n_duplicates: int)
             f"- `{MP_E_FORM_FILE}`: Materials Project formation energies (eV/atom, legacy MP "
             "correction scheme, MP 2018) from matbench_mp_e_form (A. Dunn et al., npj Comput. "
             "Mater. 6, 138 (2020)), reduced to the lowest energy per reduced formula by "
-            "`evaluation.hull.convert_mp_e_form_csv`; CC-BY-4.0 (Materials Project).",
+            "`evaluation.hull.mp_entries.convert_mp_e_form_csv`; CC-BY-4.0 (Materials Project).",
             "",
             f"- `{KNOWN_PHASES_FILE}`: every known Materials Project composition (the union of "
             "matbench_mp_e_form, the MP energy-above-hull table and MP-20's near-hull phases) "
             "with the complete DFT hulls it lies on (legacy MP 2018, MP's E_hull table) and its "
             "MP-20 ids; it tells how complete a hull reference is and which compositions are "
-            "known (`evaluation.known_phases`); CC-BY-4.0 (Materials Project).",
+            "known (`evaluation.hull.known_phases`); CC-BY-4.0 (Materials Project).",
             f"- `{MP20_NEAR_HULL_FILE}`: the MP-20 phases within 25 meV/atom of an MLIP hull "
             "(36,681 MP ids) with their DFT formation energies on the MP2020 correction scale "
             "and band gaps; the DFT hull MLFF energies are screened against "
-            "(`evaluation.screening_hull`); CC-BY-4.0 (Materials Project).",
+            "(`evaluation.hull.screening`); CC-BY-4.0 (Materials Project).",
             "",
             "Energies from these files and the `energy_per_atom`/formation-energy properties "
             "above come from different codes, functionals and correction schemes: never put "

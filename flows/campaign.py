@@ -60,7 +60,7 @@ class CampaignMaker(Maker):
         scale) or ``same-level`` (the reference compounds relaxed with each stage's MLFF).
         A DFT final stage always uses a hull at its own level.
     sun_settings
-        :class:`~evaluation.sun.SUNSettings` as a dict: what the verdicts mean.
+        :class:`~evaluation.metrics.sun.SUNSettings` as a dict: what the verdicts mean.
     """
 
     name: str = "campaign"

@@ -44,7 +44,7 @@ class StageResult(BaseModel):
 class CandidateDoc(BaseModel):
     """One candidate of one campaign, with every stage it went through.
 
-    The verdicts are ``evaluation.sun``'s (defined there), judged on the last stage the
+    The verdicts are ``evaluation.metrics.sun``'s (defined there), judged on the last stage the
     candidate reached (``final`` if selected and it succeeded, else ``prerelax``):
     ``e_above_hull`` is that stage's, ``level_of_theory`` its energies' level and
     ``hull_label`` what they were compared with; ``hull_coverage`` how many of the system's

@@ -106,7 +106,7 @@ def records_in_system(records: list[CrystalRecord], elements: Iterable[str]) -> 
 
 @dataclass
 class FileGeneratorMaker(Maker):
-    """Candidates read from a crystal file (any format of :mod:`evaluation.crystal_io`).
+    """Candidates read from a crystal file (any format of :mod:`evaluation.io.crystals`).
 
     For structures generated elsewhere (another model, a colleague's list). Structures outside
     the campaign's chemical system are left out; the first ``n_candidates`` inside are used.
@@ -118,7 +118,7 @@ class FileGeneratorMaker(Maker):
     @job
     def make(self, chemsys: str, n_candidates: int) -> list[Candidate]:
         """The file's structures within ``chemsys``, in file order."""
-        from evaluation.crystal_io import read_crystals
+        from evaluation.io.crystals import read_crystals
 
         records = records_in_system(read_crystals(self.path).records, chemsys.split("-"))
         records = records[:n_candidates]

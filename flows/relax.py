@@ -19,9 +19,9 @@ from uuid import NAMESPACE_URL, uuid5
 from jobflow import Flow, Maker, Response, job
 from pymatgen.core import Structure
 
-from evaluation.metrics import rmsd
-from evaluation.mlff import relax_structures
+from evaluation.metrics.structure import rmsd
 from evaluation.paths import cache_dir
+from evaluation.relax.engine import relax_structures
 from flows.progress import report
 
 Candidate = dict[str, Any]
@@ -224,7 +224,8 @@ class MLFFRelaxMaker(Maker):
     name
         Stage name (``prerelax`` or ``final``); also keys the deterministic job ids.
     model
-        MLFF name for :func:`evaluation.mlff.load_calculator` (``chgnet``, ``7net-l3i5``, ...).
+        MLFF name for :func:`evaluation.relax.calculators.load_calculator` (``chgnet``,
+        ``7net-l3i5``, ...).
     fmax, max_steps
         Convergence criterion (eV/Å) and step budget.
     shard_size

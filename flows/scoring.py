@@ -1,6 +1,6 @@
 """Campaign stages after relaxation: filter, hull, select and score.
 
-Each is a jobflow job; the verdicts are :mod:`evaluation.sun`'s, the same code and settings
+Each is a jobflow job; the verdicts are :mod:`evaluation.metrics.sun`'s, the same code and settings
 (``SUNSettings``) ``crystalforge evaluate`` uses, so the same candidates get the same flags.
 What each flag means in a campaign:
 
@@ -9,7 +9,7 @@ What each flag means in a campaign:
   ``require_charge_balance``), relaxed, unique among the candidates so far, and not ``known``
   (``unverified`` candidates go on: they may be new polymorphs of a known composition).
 * ``hull`` / ``final hull``: E_hull of the stage's energies on the campaign's hull choice
-  (:mod:`evaluation.stability`), for every relaxed candidate (the final stage: the top-K of
+  (:mod:`evaluation.hull.stability`), for every relaxed candidate (the final stage: the top-K of
   those that passed the filter); the DFT engines use a hull at their own level.
 * ``score``: the verdicts again, for every candidate, on its last structure (the final
   stage's when it was selected and the stage succeeded, else the pre-relaxation's) and the
@@ -27,16 +27,16 @@ from typing import Any
 
 from jobflow import job
 
-from evaluation.hull import EntryHullReference, HullResult, LevelOfTheoryMismatch
-from evaluation.matching import ReferenceIndex
-from evaluation.mlff import MLFFUnavailable
-from evaluation.mlff_reference import HullCandidates, mlff_hull_reference
+from evaluation.hull.core import EntryHullReference, HullResult, LevelOfTheoryMismatch
+from evaluation.hull.mlff_reference import HullCandidates, mlff_hull_reference
+from evaluation.hull.screening import UnknownEnergyScale, known_phase_hull
+from evaluation.hull.stability import PlacesEnergies, ReferenceEntries, SameLevelHull
+from evaluation.matching.index import ReferenceIndex
+from evaluation.metrics.sun import Judged, SUNSettings, Verdict, judge
+from evaluation.metrics.sun import summarize as count_verdicts
 from evaluation.records import CrystalRecord
 from evaluation.reference import DEFAULT_REFERENCE, load_reference
-from evaluation.screening_hull import UnknownEnergyScale, known_phase_hull
-from evaluation.stability import PlacesEnergies, ReferenceEntries, SameLevelHull
-from evaluation.sun import Judged, SUNSettings, Verdict, judge
-from evaluation.sun import summarize as count_verdicts
+from evaluation.relax.calculators import MLFFUnavailable
 from flows.progress import report
 from flows.relax import as_structure, as_structure_dict
 

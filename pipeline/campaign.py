@@ -25,10 +25,10 @@ from typing import Any
 from jobflow import Flow, job, run_locally
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from evaluation.mlff_reference import reference_elements
-from evaluation.screening_hull import UnknownEnergyScale, model_energy_scale
-from evaluation.stability import HullChoice
-from evaluation.sun import SUNSettings
+from evaluation.hull.mlff_reference import reference_elements
+from evaluation.hull.screening import UnknownEnergyScale, model_energy_scale
+from evaluation.hull.stability import HullChoice
+from evaluation.metrics.sun import SUNSettings
 from flows.campaign import CampaignMaker
 from flows.dft import check_engine, tasks_maker
 from flows.dft.schema import properties_to_tasks
@@ -48,8 +48,8 @@ class CampaignConfig(SUNSettings):
 
     The verdict settings (``stability_threshold``, ``disorder``, ``matcher``,
     ``require_charge_balance``, ``count_unverified``, ``reference_complete``, ...) are
-    :class:`~evaluation.sun.SUNSettings`', the ones ``crystalforge evaluate`` takes.
-    ``hull`` says where MLFF energies go (``evaluation.stability``).
+    :class:`~evaluation.metrics.sun.SUNSettings`', the ones ``crystalforge evaluate`` takes.
+    ``hull`` says where MLFF energies go (``evaluation.hull.stability``).
     """
 
     generator: str = "rss"
@@ -246,7 +246,7 @@ def check_input_file(path: str, elements: tuple[str, ...]) -> int:
     """The number of crystals of ``path`` inside the system ``elements``; a missing or
     unreadable file, or one with none inside the system, raises ``ValueError`` naming
     ``--input``."""
-    from evaluation.crystal_io import read_crystals
+    from evaluation.io.crystals import read_crystals
     from evaluation.records import CrystalInputError
 
     try:

@@ -112,7 +112,7 @@ EXIT_BAD_INPUT = 2
 
 
 class HullOption(StrEnum):
-    """Where MLFF energies go (``evaluation.stability``)."""
+    """Where MLFF energies go (``evaluation.hull.stability``)."""
 
     known_phases = "known-phases"
     same_level = "same-level"
@@ -160,16 +160,16 @@ def _output_folder(path: Path, option: str) -> Path:
 def _bad_input_errors() -> tuple[type[Exception], ...]:
     """The exception types that mean 'the user's input is wrong', not 'a bug'."""
     # Imported on call: torch and pymatgen load with these modules, which --help need not pay.
-    from evaluation.hull import LevelOfTheoryMismatch
-    from evaluation.mlff import MLFFUnavailable
+    from evaluation.hull.core import LevelOfTheoryMismatch
     from evaluation.records import CrystalInputError
+    from evaluation.relax.calculators import MLFFUnavailable
     from flows.dft.schema import DFTUnavailable
 
     return (CrystalInputError, LevelOfTheoryMismatch, MLFFUnavailable, DFTUnavailable)
 
 
 def _read(path: Path):
-    from evaluation.crystal_io import read_crystals
+    from evaluation.io.crystals import read_crystals
 
     result = read_crystals(path)
     for problem in result.problems[:20]:
@@ -274,9 +274,9 @@ def evaluate(
     from pydantic import ValidationError
 
     try:
-        from evaluation.evaluate import EvaluationSettings
-        from evaluation.evaluate import evaluate as run_evaluation
         from evaluation.reference import load_reference
+        from evaluation.report.evaluate import EvaluationSettings
+        from evaluation.report.evaluate import evaluate as run_evaluation
 
         settings = EvaluationSettings.from_yaml(config) if config else EvaluationSettings()
         overrides = {
@@ -403,7 +403,7 @@ def data_info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Counts, elements, atoms-per-cell histogram and properties of a crystal data set."""
-    from evaluation.data_info import summarize as summarize_data
+    from evaluation.io.data_info import summarize as summarize_data
 
     try:
         result = _read(path)
@@ -421,7 +421,7 @@ def data_convert(
     ],
 ) -> None:
     """Convert crystals between formats (extxyz, zip of CIFs, JSONL), keeping provenance."""
-    from evaluation.crystal_io import write_cif_zip, write_extxyz, write_jsonl
+    from evaluation.io.crystals import write_cif_zip, write_extxyz, write_jsonl
 
     name = destination.name.lower()
     if name.endswith((".extxyz", ".xyz")):
@@ -914,7 +914,7 @@ def results_export(
     and provenance (in each CIF's data block and in metadata.csv)."""
     from pymatgen.core import Structure
 
-    from evaluation.crystal_io import write_cif_zip, write_extxyz
+    from evaluation.io.crystals import write_cif_zip, write_extxyz
     from evaluation.records import CrystalRecord
     from pipeline.results_view import ranked_stage
 

@@ -117,9 +117,9 @@ def data_build(
 
     Interrupted builds resume: labels are cached in OUT/labels-cache.jsonl.
     """
-    from evaluation.mlff import MLFFUnavailable
-    from evaluation.training_set import BuildSettings, label_training_set, write_build
+    from evaluation.relax.calculators import MLFFUnavailable
     from model.structures import structures_to_tensors
+    from model.training_set import BuildSettings, label_training_set, write_build
     from pipeline.cli import _bad_input_errors
 
     settings = BuildSettings(
@@ -153,7 +153,7 @@ def data_build(
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    from evaluation.crystal_io import atomic_output
+    from evaluation.io.crystals import atomic_output
 
     with atomic_output(path) as handle:
         handle.write(json.dumps(payload, indent=2) + "\n")
@@ -287,7 +287,7 @@ def generate(
     device: DeviceOption = None,
 ) -> None:
     """Sample crystals from a trained checkpoint and write them as extxyz with provenance."""
-    from evaluation.crystal_io import write_extxyz
+    from evaluation.io.crystals import write_extxyz
     from flows.generators.mattergen import checkpoint_path, generate_structures, parse_elements
     from model.checkpoint import CheckpointError, load_checkpoint
 

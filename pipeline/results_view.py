@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from evaluation.chemistry import SYMPREC
+from evaluation.metrics.chemistry import SYMPREC
 
 STAGES = ("prerelax", "final")
 FLAGS = ("valid", "unique", "novel", "stable", "sun")

@@ -43,8 +43,8 @@ import numpy as np
 from pymatgen.core import Structure
 from pymatgen.io.cif import CifFile
 
-from evaluation.crystal_formats import check_structure
-from evaluation.crystal_io import read_crystals, write_jsonl
+from evaluation.io.crystals import read_crystals, write_jsonl
+from evaluation.io.formats import check_structure
 from evaluation.records import CrystalInputError, CrystalRecord
 
 REPOSITORY = Path(__file__).resolve().parents[1]

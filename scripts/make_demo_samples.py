@@ -21,7 +21,7 @@ import numpy as np
 from pymatgen.core import Lattice, Structure
 from pymatgen.core.operations import SymmOp
 
-from evaluation.crystal_io import write_extxyz
+from evaluation.io.crystals import write_extxyz
 from evaluation.records import CrystalRecord
 from evaluation.reference import load_reference
 

@@ -39,7 +39,7 @@ def mp_style_feo_entry() -> Callable[..., ComputedStructureEntry]:
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A checkpoint of ``configs/model/tiny.yaml`` trained for 300 steps on 32 perovskites
     (a few seconds on one CPU core); shared by every test of the model's commands."""
-    from evaluation.crystal_io import read_crystals
+    from evaluation.io.crystals import read_crystals
     from evaluation.paths import PROJECT_ROOT
     from model.config import load_model_config
     from model.structures import structures_to_tensors

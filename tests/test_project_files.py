@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -27,6 +30,8 @@ def test_notice_credits_every_shipped_data_file():
     notice = (ROOT / "NOTICE").read_text()
     shipped = [p for p in (ROOT / "data").rglob("*") if p.is_file()]
     for path in shipped:
+        if path.suffix in {".py", ".pyc"}:
+            continue  # data/__init__.py makes data/ the package crystalforge_data: code, not data
         if path.suffix in {".md", ".json"} and path.parent.name == "reference":
             continue  # SOURCES.md / manifest.json describe the data, they are not data
         if path.parent.name == "samples":
@@ -61,3 +66,39 @@ def test_model_core_and_evaluation_respect_the_import_direction():
         if ".venv" in source.parts:
             continue
         assert not re.search(r"^\s*(from|import)\s+mattergen\b", source.read_text(), re.M), source
+
+
+def test_every_package_folder_is_listed_for_the_wheel():
+    """pyproject lists its packages (data/ installs renamed), so a new folder must be added."""
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("model", "evaluation", "flows", "pipeline")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert found | {"crystalforge_data"} == listed
+
+
+def test_an_installed_wheel_finds_the_shipped_data_without_the_source_tree(tmp_path):
+    wheels, target = tmp_path / "wheel", tmp_path / "site"
+    build = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*build, str(ROOT), "-w", str(wheels)], check=True, capture_output=True)
+    (wheel,) = wheels.glob("crystalforge-*.whl")
+    install = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target"]
+    subprocess.run([*install, str(target), str(wheel)], check=True, capture_output=True)
+    code = (
+        "from evaluation.paths import data_dir, default_checkpoint, reference_dir\n"
+        "from evaluation.hull.known_phases import known_phases\n"
+        "print(data_dir()); assert default_checkpoint().is_file()\n"
+        "assert (reference_dir() / 'structures.jsonl.gz').is_file()\n"
+        "assert known_phases().hull_phases(['Li', 'O'])\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "CRYSTALFORGE_DATA"}
+    environment["PYTHONPATH"] = str(target)  # ahead of the editable install's finder
+    completed = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=environment, capture_output=True, text=True
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == str(target / "crystalforge_data")

@@ -27,7 +27,7 @@ from jobflow import Maker, job
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from evaluation.metrics import MIN_INTERATOMIC_DISTANCE, min_interatomic_distance
+from evaluation.metrics.structure import MIN_INTERATOMIC_DISTANCE, min_interatomic_distance
 from flows.dft.gpaw_settings import GpawInputSet
 from flows.dft.schema import DFTTaskError, DFTUnavailable
 

@@ -19,8 +19,8 @@ from jobflow import Flow, Job, Maker, OnMissing, Response, job
 from pymatgen.analysis.phase_diagram import PDEntry
 from pymatgen.core import Structure
 
-from evaluation.hull import EntryHullReference, chemsys_elements
-from evaluation.mlff_reference import ELEMENT_REFS_FILE, HullCandidates, element_polymorphs
+from evaluation.hull.core import EntryHullReference, chemsys_elements
+from evaluation.hull.mlff_reference import ELEMENT_REFS_FILE, HullCandidates, element_polymorphs
 from evaluation.paths import reference_dir
 from evaluation.reference import load_reference
 from flows.dft.schema import run_past_failures

@@ -44,12 +44,8 @@ from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEn
 from pymatgen.io.vasp.sets import MPNonSCFSet, MPRelaxSet
 from pymatgen.transformations.standard_transformations import DeformStructureTransformation
 
-from evaluation.hull import (
-    MP2020_CORRECTION,
-    EntryHullReference,
-    chemsys_elements,
-    correction_scheme_of,
-)
+from evaluation.hull.core import MP2020_CORRECTION, EntryHullReference, chemsys_elements
+from evaluation.hull.mp_entries import correction_scheme_of
 from flows.dft.schema import DFTResult, DFTUnavailable, TaskOutcome, parse_tasks
 from flows.dft.task_documents import elastic_result, field_of, structure_of
 

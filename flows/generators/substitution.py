@@ -21,7 +21,7 @@ filtering; with ~20k sources this is minutes, so the same arithmetic is done her
 summaries first (arity → charge feasibility → λ probability) and structures are built only for
 the accepted maps. The cell is rescaled by the ratio of summed cubed ionic radii (atomic radii
 where an ionic one is missing) and duplicates are removed with
-:func:`evaluation.matching.find_duplicates`, keeping the most probable decoration of each.
+:func:`evaluation.matching.index.find_duplicates`, keeping the most probable decoration of each.
 
 At pymatgen's default threshold (1e-3) a ternary gets tens of candidates from the shipped
 sources (Li-Co-O: 14; 130 at 1e-5); the paper's 15,000–70,000 per system came from 5,143 ICSD
@@ -45,8 +45,8 @@ from monty.serialization import loadfn
 from pymatgen.core import Element, Species, Structure
 from pymatgen.core.structure_prediction.substitution_probability import SubstitutionProbability
 
-from evaluation.crystal_io import read_crystals
-from evaluation.matching import find_duplicates
+from evaluation.io.crystals import read_crystals
+from evaluation.matching.index import find_duplicates
 from evaluation.paths import data_dir
 from evaluation.records import CrystalRecord
 from evaluation.reference import load_reference

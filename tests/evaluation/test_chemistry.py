@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from evaluation.chemistry import compare, describe, has_oxidation_guess, total_variation
+from evaluation.metrics.chemistry import compare, describe, has_oxidation_guess, total_variation
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -1,4 +1,4 @@
-"""Specification of crystal reading and writing (evaluation.crystal_io)."""
+"""Specification of crystal reading and writing (evaluation.io.crystals)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.entries.computed_entries import ComputedStructureEntry
 from pymatgen.io.cif import CifParser, CifWriter
 
-from evaluation.crystal_cif import parse_cif_text
-from evaluation.crystal_io import (
+from evaluation.io.cif import parse_cif_text
+from evaluation.io.crystals import (
     atomic_output,
     check_structure,
     read_crystals,

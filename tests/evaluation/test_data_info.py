@@ -1,4 +1,4 @@
-"""Specification of the data-set summary behind `crystalforge data info` (evaluation.data_info)."""
+"""Specification of the data-set summary behind `crystalforge data info` (evaluation.io)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 from pymatgen.core import Lattice, Structure
 
-from evaluation.data_info import summarize
+from evaluation.io.data_info import summarize
 from evaluation.records import CrystalRecord, ReadProblem, ReadResult
 
 

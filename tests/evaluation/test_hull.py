@@ -12,20 +12,22 @@ import pytest
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition
 
-from evaluation.hull import (
-    MP_E_FORM_FILE,
+from evaluation.hull.core import (
     CompositionHullReference,
     CorrectionMismatchWarning,
     EntryHullReference,
     LevelOfTheoryMismatch,
     UnknownElementError,
+    resolve_level,
+)
+from evaluation.hull.mp_entries import (
+    MP_E_FORM_FILE,
     apply_mp2020_compatibility,
     convert_mp_e_form_csv,
     correction_scheme_of,
     entry_e_above_hull,
     mp_elemental_energies,
     mp_formation_energy_reference,
-    resolve_level,
 )
 from evaluation.paths import reference_dir
 
@@ -244,8 +246,8 @@ def test_entry_level_is_checked(mp_ref, mp_style_feo_entry) -> None:
 
 
 def test_linear_program_hull_agrees_with_the_phase_diagram(monkeypatch):
-    import evaluation.hull as hull_module
-    from evaluation.hull import EntryHullReference
+    import evaluation.hull.core as hull_module
+    from evaluation.hull.core import EntryHullReference
 
     rng = np.random.default_rng(3)
     elements = ["Li", "Co", "O", "Mn"]

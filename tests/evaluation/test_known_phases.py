@@ -11,8 +11,8 @@ import pytest
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition
 
-from evaluation.hull import EntryHullReference
-from evaluation.known_phases import (
+from evaluation.hull.core import EntryHullReference
+from evaluation.hull.known_phases import (
     HullCoverage,
     KnownPhases,
     build_known_phases,

@@ -13,22 +13,22 @@ from pymatgen.core import Composition, Lattice, Structure
 from pymatgen.core.structure_matcher import StructureMatcher
 from scipy.spatial.transform import Rotation
 
-import evaluation.matching as matching
-from evaluation.disorder import (
+import evaluation.matching.index as matching
+from evaluation.matching.core import PairFitter, PreparedStructure
+from evaluation.matching.disorder import (
     DisorderAwareMatcher,
     are_substitutable,
     compositions_agree,
     disorder_structure,
     substitution_groups,
 )
-from evaluation.matching import (
+from evaluation.matching.index import (
     MatcherSettings,
     ReferenceIndex,
     bucket_key,
     find_duplicates,
     make_matcher,
 )
-from evaluation.matching_core import PairFitter, PreparedStructure
 from evaluation.records import CrystalRecord
 
 PEROV_CSV = Path("/work/shared/data/structures/perov_5/val.csv")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Composition, Lattice, Structure
 
-from evaluation.metrics import (
+from evaluation.metrics.structure import (
     is_compositionally_valid,
     is_on_hull,
     is_stable,
@@ -103,7 +103,7 @@ def _brute_force_smact(symbols, counts) -> bool:
 
 
 def test_charge_balance_by_thresholds_agrees_with_smacts_enumeration():
-    from evaluation.metrics import _smact_valid_reduced
+    from evaluation.metrics.structure import _smact_valid_reduced
 
     pool = ["Li", "Na", "Mg", "Fe", "Co", "Mn", "Ti", "Ar", "H", "C", "N", "O", "F", "S", "P", "Cl"]
     rng = np.random.default_rng(7)

@@ -14,12 +14,14 @@ import pytest
 from ase.calculators.calculator import Calculator, all_changes
 from pymatgen.core import Lattice, Structure
 
-import evaluation.mlff as mlff
-import evaluation.mlff_reference as mlff_reference
-from evaluation.hull import EntryHullReference, LevelOfTheoryMismatch, mp_formation_energy_reference
-from evaluation.mlff import MLFFUnavailable, load_calculator, relax_structures, single_point
-from evaluation.mlff_reference import mlff_elemental_energies, mlff_hull_reference
+import evaluation.hull.mlff_reference as mlff_reference
+import evaluation.relax.engine as mlff
+from evaluation.hull.core import EntryHullReference, LevelOfTheoryMismatch
+from evaluation.hull.mlff_reference import mlff_elemental_energies, mlff_hull_reference
+from evaluation.hull.mp_entries import mp_formation_energy_reference
 from evaluation.records import CrystalRecord
+from evaluation.relax.calculators import MLFFUnavailable, load_calculator
+from evaluation.relax.engine import relax_structures, single_point
 
 # CHGNet's own deprecation noise about tensors, not ours.
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")

@@ -19,12 +19,8 @@ from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
 from pymatgen.core import Lattice, Structure
 
-from evaluation.mlff import (
-    CHGNetInferenceCalculator,
-    _FrechetCellFilter,
-    _to_atoms,
-    load_calculator,
-)
+from evaluation.relax.calculators import CHGNetInferenceCalculator, load_calculator
+from evaluation.relax.engine import _FrechetCellFilter, _to_atoms
 
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 

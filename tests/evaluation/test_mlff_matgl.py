@@ -1,8 +1,8 @@
 """matgl potentials from a local model directory; pretrained names fail fast, offline.
 
 The model is a tiny, randomly initialised TensorNet saved with matgl's own ``save`` and read
-back through :func:`evaluation.mlff.load_calculator`: it checks the loading and relaxation
-path, not the physics (no matgl weights can be downloaded here).
+back through :func:`evaluation.relax.calculators.load_calculator`: it checks the loading and
+relaxation path, not the physics (no matgl weights can be downloaded here).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from evaluation.mlff import MLFFUnavailable, load_calculator, relax_structures
+from evaluation.relax.calculators import MLFFUnavailable, load_calculator
+from evaluation.relax.engine import relax_structures
 
 DIAMOND = [
     [0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0],

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from evaluation.mlff import relax_structures
-from evaluation.parallel_relax import relax_parallel
+from evaluation.relax.engine import relax_structures
+from evaluation.relax.parallel import relax_parallel
 
 
 def _crystals() -> list[Structure]:
@@ -57,8 +57,8 @@ def test_n_jobs_must_be_positive():
 
 
 def test_prefetched_hull_compounds_are_not_relaxed_again(tmp_path, monkeypatch):
-    import evaluation.mlff_reference as mlff_reference
-    from evaluation.mlff_reference import (
+    import evaluation.hull.mlff_reference as mlff_reference
+    from evaluation.hull.mlff_reference import (
         HullCandidates,
         mlff_hull_reference,
         prefetch_reference_energies,
@@ -89,7 +89,7 @@ def test_prefetched_hull_compounds_are_not_relaxed_again(tmp_path, monkeypatch):
 
 
 def _allocate_in_limited_worker(limit: int) -> str:
-    from evaluation.parallel_relax import _init_worker
+    from evaluation.relax.parallel import _init_worker
 
     _init_worker(limit)
     try:
@@ -103,7 +103,7 @@ def test_a_worker_that_asks_for_too_much_memory_gets_a_memory_error_not_the_kern
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from evaluation.parallel_relax import _memory_limit_bytes
+    from evaluation.relax.parallel import _memory_limit_bytes
 
     assert 0 < _memory_limit_bytes(2) < _memory_limit_bytes(1)
     context = multiprocessing.get_context("spawn")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from evaluation.crystal_io import read_crystals
+from evaluation.io.crystals import read_crystals
 from evaluation.paths import PROJECT_ROOT
 from evaluation.records import CrystalInputError
 from evaluation.reference import (
@@ -171,7 +171,7 @@ def test_build_keeps_other_files_in_the_output_folder(mini_shared, tmp_path):
 def test_build_writes_the_composition_level_mp_reference_with_lowest_energy_per_formula(
     mini_shared, tmp_path
 ):
-    from evaluation.hull import MP_E_FORM_FILE, mp_formation_energy_reference
+    from evaluation.hull.mp_entries import MP_E_FORM_FILE, mp_formation_energy_reference
 
     manifest = build_reference_set(mini_shared, tmp_path / "out")
     assert MP_E_FORM_FILE in manifest["copied_files"]

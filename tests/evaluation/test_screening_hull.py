@@ -6,8 +6,8 @@ import pytest
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition, Lattice, Structure
 
-from evaluation.hull import MP2020_CORRECTION, MP_GGA_LEVEL, CompositionHullReference
-from evaluation.screening_hull import (
+from evaluation.hull.core import MP2020_CORRECTION, MP_GGA_LEVEL, CompositionHullReference
+from evaluation.hull.screening import (
     MLFFOnDFTHull,
     UnknownEnergyScale,
     energy_scale,
@@ -89,7 +89,7 @@ def test_an_mlff_without_a_known_energy_scale_is_refused():
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_chgnet_places_antifluorite_li2o_near_the_known_li2o_on_the_shipped_hull():
-    from evaluation.mlff import relax_structures
+    from evaluation.relax.engine import relax_structures
 
     (relaxed,) = relax_structures([antifluorite_li2o()], "chgnet", 0.05, 200, progress=False)
     result = known_phase_hull().e_above_hull(

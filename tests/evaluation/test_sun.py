@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from evaluation.hull import HullResult
-from evaluation.known_phases import known_phases
-from evaluation.matching import ReferenceIndex
+from evaluation.hull.core import HullResult
+from evaluation.hull.known_phases import known_phases
+from evaluation.matching.index import ReferenceIndex
+from evaluation.metrics.sun import Judged, SUNSettings, judge, summarize
 from evaluation.records import CrystalRecord
 from evaluation.reference import load_reference
-from evaluation.sun import Judged, SUNSettings, judge, summarize
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

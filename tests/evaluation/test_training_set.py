@@ -9,11 +9,11 @@ import math
 import pytest
 from pymatgen.core import Lattice, Structure
 
-import evaluation.training_set as training_set
-from evaluation.hull import CompositionHullReference
-from evaluation.mlff_reference import energy_cache_path, energy_key, read_energy_cache
+import model.training_set as training_set
+from evaluation.hull.core import CompositionHullReference
+from evaluation.hull.mlff_reference import energy_cache_path, energy_key, read_energy_cache
 from evaluation.records import CrystalRecord
-from evaluation.training_set import (
+from model.training_set import (
     BuildSettings,
     Label,
     label_training_set,
@@ -182,7 +182,7 @@ def test_written_build_has_one_row_per_crystal_and_the_split(labelled, tmp_path)
 
 
 def test_non_finite_mlff_energy_is_a_failed_label():
-    from evaluation.mlff import RelaxResult
+    from evaluation.relax.engine import RelaxResult
 
     result = RelaxResult("x", "ok", energy=math.nan, energy_per_atom=math.nan)
     label = training_set._label_of(result)
@@ -190,8 +190,8 @@ def test_non_finite_mlff_energy_is_a_failed_label():
 
 
 def test_evaluate_places_mlff_energies_on_the_saved_training_set_hull(labelled, tmp_path):
-    from evaluation.evaluate import EvaluationSettings, evaluate
-    from evaluation.hull import EntryHullReference
+    from evaluation.hull.core import EntryHullReference
+    from evaluation.report.evaluate import EvaluationSettings, evaluate
 
     build, settings, _, cache = labelled
     write_build(build, tmp_path, {})

@@ -17,7 +17,7 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Lattice, Structure
 from typer.testing import CliRunner
 
-from evaluation.crystal_io import write_cif_zip, write_extxyz
+from evaluation.io.crystals import write_cif_zip, write_extxyz
 from evaluation.records import CrystalRecord
 from flows.relax import stable_uuid
 from pipeline.cli import app
@@ -246,7 +246,7 @@ def test_status_list_show_and_export_read_the_store(inputs, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    from evaluation.crystal_io import read_crystals
+    from evaluation.io.crystals import read_crystals
 
     records = read_crystals(exported).records
     assert {r.id for r in records} == {

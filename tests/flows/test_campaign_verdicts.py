@@ -9,9 +9,9 @@ import pytest
 from pymatgen.core import Lattice, Structure
 from typer.testing import CliRunner
 
-from evaluation.crystal_io import write_cif_zip, write_extxyz
-from evaluation.hull import HullResult
-from evaluation.known_phases import known_phases
+from evaluation.hull.core import HullResult
+from evaluation.hull.known_phases import known_phases
+from evaluation.io.crystals import write_cif_zip, write_extxyz
 from evaluation.records import CrystalRecord
 from flows.scoring import score_campaign
 from pipeline.cli import app

@@ -15,7 +15,7 @@ import pytest
 from pymatgen.core import Lattice, Structure
 from typer.testing import CliRunner
 
-from evaluation.crystal_io import write_cif_zip, write_extxyz
+from evaluation.io.crystals import write_cif_zip, write_extxyz
 from evaluation.records import CrystalRecord
 from pipeline.cli import app
 from pipeline.store import ResultsStore

@@ -191,7 +191,7 @@ def test_dft_hull_from_reference_runs_puts_elements_at_zero():
         [run(na, -1.3), run(cl, -1.8), run(rocksalt(), -3.4), {"failed": True}],
         0.0,
     )
-    from evaluation.hull import EntryHullReference
+    from evaluation.hull.core import EntryHullReference
 
     reference = EntryHullReference.from_dict(hull)
     assert reference.level_of_theory == level and hull["skipped"] == ["broken"]

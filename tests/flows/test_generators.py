@@ -12,7 +12,7 @@ import pytest
 from pymatgen.core import Lattice, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from evaluation.matching import find_duplicates
+from evaluation.matching.index import find_duplicates
 from evaluation.paths import PROJECT_ROOT, data_dir
 from evaluation.records import CrystalRecord
 from flows.generators import (

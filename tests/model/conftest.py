@@ -9,7 +9,7 @@ from model_helpers import PEROVSKITES
 @pytest.fixture(scope="session")
 def perovskite_records():
     """The first 8 crystals of the perov_5 validation CSV (id, pymatgen Structure)."""
-    from evaluation.crystal_io import read_crystals
+    from evaluation.io.crystals import read_crystals
 
     if not PEROVSKITES.is_file():
         pytest.skip(f"{PEROVSKITES} is not available")

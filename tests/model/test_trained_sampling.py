@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.crystal_io import read_crystals
+from evaluation.io.crystals import read_crystals
 from evaluation.paths import PROJECT_ROOT
 from model.config import load_model_config
 from model.sampler import SamplerSettings, sample

@@ -9,7 +9,7 @@ import pandas as pd
 from pymatgen.core import Lattice, Structure
 from typer.testing import CliRunner
 
-from evaluation.crystal_io import read_crystals, write_extxyz
+from evaluation.io.crystals import read_crystals, write_extxyz
 from evaluation.records import CrystalRecord
 from pipeline.cli import app
 

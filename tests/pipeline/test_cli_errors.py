@@ -75,7 +75,7 @@ def test_generate_refuses_cells_larger_than_the_model_was_trained_on(tmp_path):
 
 
 def test_help_states_the_defaults_that_come_from_the_settings():
-    from evaluation.evaluate import EvaluationSettings
+    from evaluation.report.evaluate import EvaluationSettings
     from pipeline.campaign import CampaignConfig
     from pipeline.cli import CAMPAIGN_DEFAULTS, EVALUATE_DEFAULTS
 

@@ -12,7 +12,7 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.core.operations import SymmOp
 from typer.testing import CliRunner
 
-from evaluation.crystal_io import write_cif_zip, write_extxyz
+from evaluation.io.crystals import write_cif_zip, write_extxyz
 from evaluation.records import CrystalRecord
 from pipeline.cli import app
 
@@ -197,7 +197,7 @@ def test_config_file_with_an_unknown_key_is_rejected(tmp_path, samples_file, ref
 
 
 def test_the_paper_config_in_the_repository_loads():
-    from evaluation.evaluate import EvaluationSettings
+    from evaluation.report.evaluate import EvaluationSettings
 
     settings = EvaluationSettings.from_yaml(
         Path(__file__).parents[2] / "configs/evaluation/paper.yaml"

@@ -13,7 +13,7 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.entries.computed_entries import ComputedStructureEntry
 from typer.testing import CliRunner
 
-from evaluation.crystal_io import write_cif_zip, write_extxyz
+from evaluation.io.crystals import write_cif_zip, write_extxyz
 from evaluation.records import CrystalRecord
 from pipeline.cli import app
 

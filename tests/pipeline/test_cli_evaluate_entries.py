@@ -99,7 +99,7 @@ def mp_style(structure: Structure, energy: float, name: str, potcars: bool = Tru
     """An MP-style GGA/GGA+U entry (the run type, U values and POTCARs MP's input set uses)."""
     from pymatgen.io.vasp.sets import MPRelaxSet
 
-    from evaluation.screening_hull import mp_style_parameters
+    from evaluation.hull.screening import mp_style_parameters
 
     parameters = dict(mp_style_parameters(structure.composition))
     if potcars:

@@ -13,7 +13,7 @@ import torch
 from pymatgen.core import Lattice, Structure
 from typer.testing import CliRunner
 
-from evaluation.crystal_io import read_crystals, write_extxyz
+from evaluation.io.crystals import read_crystals, write_extxyz
 from evaluation.paths import PROJECT_ROOT
 from evaluation.records import CrystalRecord
 from model.data import CrystalTensors

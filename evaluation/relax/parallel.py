@@ -18,7 +18,8 @@ from typing import Any
 from pymatgen.core import Structure
 from tqdm.auto import tqdm
 
-from evaluation.mlff import RelaxResult, load_calculator, relax_structures
+from evaluation.relax.calculators import load_calculator
+from evaluation.relax.engine import RelaxResult, relax_structures
 
 #: ``on_chunk(indices, results)``: the input positions of a finished chunk and their results.
 ChunkCallback = Callable[[list[int], list[RelaxResult]], None]
@@ -83,7 +84,7 @@ def relax_parallel(
     structures
         The crystals, in order.
     model, fmax, max_steps
-        As :func:`evaluation.mlff.relax_structures`.
+        As :func:`evaluation.relax.engine.relax_structures`.
     n_jobs
         Worker processes; 1 relaxes in this process (no pool).
     chunk_size

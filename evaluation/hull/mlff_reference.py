@@ -23,11 +23,12 @@ import numpy as np
 from pymatgen.analysis.phase_diagram import PDEntry
 from pymatgen.core import Structure
 
-from evaluation.crystal_io import atomic_output
-from evaluation.hull import EntryHullReference, HullResult, chemsys_elements
-from evaluation.mlff import MLFFUnavailable, load_calculator, relax_structures
+from evaluation.hull.core import EntryHullReference, HullResult, chemsys_elements
+from evaluation.io.crystals import atomic_output
 from evaluation.paths import cache_dir, reference_dir
 from evaluation.records import CrystalRecord
+from evaluation.relax.calculators import MLFFUnavailable, load_calculator
+from evaluation.relax.engine import relax_structures
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +245,7 @@ def _relax_into_cache(
 ) -> list[dict]:
     """Relax the records of ``todo`` (cache key -> record) and append their rows to the
     energy cache at ``path`` as they finish; returns the rows."""
-    from evaluation.parallel_relax import relax_parallel
+    from evaluation.relax.parallel import relax_parallel
 
     keys = list(todo)
     structures = [todo[k].structure for k in keys]

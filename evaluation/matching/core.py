@@ -1,11 +1,12 @@
 """What counts as a match: settings, bucket keys and exact comparison of prepared structures.
 
-:mod:`evaluation.matching` builds uniqueness and novelty on top of this. The point of
+:mod:`evaluation.matching.index` builds uniqueness and novelty on top of this. The point of
 :class:`PairFitter` is that everything ``StructureMatcher.fit`` recomputes per structure for every
 pair — removing oxidation states, the Niggli + primitive reduction, the composition hash — is done
 once per structure (:class:`PreparedStructure`), and pairs are then compared with the same verdict
 ``fit`` gives, bit for bit. In disorder mode the verdict is
-:meth:`evaluation.disorder.DisorderAwareMatcher.fit`'s, and a query also keeps the structure it
+:meth:`~evaluation.matching.disorder.DisorderAwareMatcher.fit`'s, and a
+query also keeps the structure it
 was prepared from, since its disordered counterpart is built from the unreduced structure.
 """
 
@@ -20,7 +21,7 @@ import numpy as np
 from pymatgen.core import Structure
 from pymatgen.core.structure_matcher import ElementComparator, StructureMatcher
 
-from evaluation.disorder import DisorderAwareMatcher
+from evaluation.matching.disorder import DisorderAwareMatcher
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,8 @@ class MatcherSettings:
         pymatgen ``StructureMatcher`` arguments; the defaults are the paper's. ``allow_subset``
         must stay ``False`` (a subset match crosses formulas, which bucketing forbids).
     disorder
-        Use the ordered–disordered matcher (:class:`evaluation.disorder.DisorderAwareMatcher`).
+        Use the ordered–disordered matcher
+        (:class:`evaluation.matching.disorder.DisorderAwareMatcher`).
     composition_atol, composition_rtol, radius_tolerance, electronegativity_tolerance
         Tolerances of the ordered–disordered matcher (used only with ``disorder``).
     """
@@ -141,8 +143,8 @@ class PreparedStructure:
         """The query's reduced disordered counterpart, ``None`` if nothing in it substitutes.
 
         Disorder mode only: built from :attr:`unreduced`
-        (:meth:`evaluation.disorder.DisorderAwareMatcher.reduced_disordered`), once per query
-        and only when an ordered pair needs it.
+        (:meth:`evaluation.matching.disorder.DisorderAwareMatcher.reduced_disordered`), once per
+        query and only when an ordered pair needs it.
         """
         if self.unreduced is None:
             raise ValueError(

@@ -17,7 +17,7 @@ questions from it:
   - ``mp_e_hull``: 56,662 MP energies above hull, as MP computed them against its full hull.
 
   MP-20's near-hull phases (36,681 MP ids with MP2020 formation energies, the DFT energies of
-  :mod:`evaluation.screening_hull`) give ids and energies but not hull membership: they are a
+  :mod:`evaluation.hull.screening`) give ids and energies but not hull membership: they are a
   filtered subset (cells of at most 20 atoms, within 25 meV/atom of an MLIP hull), and a hull
   of a subset crowns phases the full set puts above it (MP-20 alone puts LiO8 on the Li-O hull).
 
@@ -392,7 +392,7 @@ def build_known_phases(shared_reference: str | Path, out_dir: str | Path) -> dic
         f"# {ON_HULL_TOLERANCE} eV/atom) the composition lies; mp_ids: MP-20 ids, lowest "
         "formation\n"
         "# energy first; legacy_rows: MP entries of this formula in matbench_mp_e_form.\n"
-        "# Built by evaluation.known_phases.build_known_phases.\n",
+        "# Built by evaluation.hull.known_phases.build_known_phases.\n",
         ("formula", "chemsys", "on_hull", "mp_ids", "legacy_rows"),
         rows,
     )
@@ -401,7 +401,7 @@ def build_known_phases(shared_reference: str | Path, out_dir: str | Path) -> dic
         "# MP-20 phases within 25 meV/atom of an MLIP hull (MACE/ORB/UMA, union of the four\n"
         "# files of ../shared/data/reference/mp20_hulls), Materials Project data, CC-BY-4.0.\n"
         "# e_form: DFT formation energy (eV/atom) on the MP2020 correction scale; band_gap: eV.\n"
-        "# Built by evaluation.known_phases.build_known_phases.\n",
+        "# Built by evaluation.hull.known_phases.build_known_phases.\n",
         ("material_id", "formula", "chemsys", "n_sites", "e_form", "band_gap"),
         (
             (r.material_id, r.reduced, chemsys_of[r.reduced], r.n_sites,

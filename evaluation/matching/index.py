@@ -15,12 +15,12 @@ Conventions
 * Per structure, what ``fit`` would recompute for every pair — the Niggli + primitive reduction —
   is done once (and, for references, cached on disk); pairs are then compared with the verdict
   of ``fit(..., skip_structure_reduction=True)``, the same bit for bit
-  (:class:`evaluation.matching_core.PairFitter`).
+  (:class:`evaluation.matching.core.PairFitter`).
 * With ``disorder=True`` the verdict is that of the ordered–disordered matcher of
-  :mod:`evaluation.disorder` (MatterGen's ``DisorderedStructureMatcher``: two ordered structures
-  need the same reduced formula; an ordered approximant of a disordered parent has a different
-  formula but the same elements), and buckets are chemical systems, which that matcher never
-  crosses. Queries are prepared from the whole structure and keep it (their disordered
+  :mod:`evaluation.matching.disorder` (MatterGen's ``DisorderedStructureMatcher``: two ordered
+  structures need the same reduced formula; an ordered approximant of a disordered parent has a
+  different formula but the same elements), and buckets are chemical systems, which that matcher
+  never crosses. Queries are prepared from the whole structure and keep it (their disordered
   counterpart is built from it); references, also those prepared and cached on disk, only need
   their reduced form.
 """
@@ -42,8 +42,7 @@ import pymatgen.core
 from pymatgen.core import Structure
 from tqdm.auto import tqdm
 
-from evaluation.disorder import without_oxidation_states
-from evaluation.matching_core import (
+from evaluation.matching.core import (
     MatcherSettings,
     PairFitter,
     PreparedStructure,
@@ -51,7 +50,8 @@ from evaluation.matching_core import (
     make_disorder_matcher,
     make_matcher,
 )
-from evaluation.matching_store import (
+from evaluation.matching.disorder import without_oxidation_states
+from evaluation.matching.store import (
     FORMAT_VERSION,
     CorruptCacheError,
     ReferenceStore,

@@ -19,7 +19,7 @@ import numpy as np
 from pymatgen.core import Composition, Lattice, Structure
 from pymatgen.entries.computed_entries import ComputedStructureEntry
 
-from evaluation.crystal_formats import (
+from evaluation.io.formats import (
     ID_COLUMNS,
     Collector,
     as_energy,

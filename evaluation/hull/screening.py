@@ -1,6 +1,6 @@
 """MLFF energies on the DFT hull of the known phases: the hull MatterGen screens against.
 
-A same-level MLFF hull (:mod:`evaluation.mlff_reference`) can only hold the reference
+A same-level MLFF hull (:mod:`evaluation.hull.mlff_reference`) can only hold the reference
 structures we ship, and those miss most known phases of most systems. MatterGen's own
 evaluation instead places MLFF energies on a DFT hull: its MLFF was trained on Materials
 Project GGA/GGA+U energies, so its total energies, with MP2020 corrections, sit on the scale of
@@ -36,15 +36,15 @@ from typing import Literal
 
 from pymatgen.core import Composition, Structure
 
-from evaluation.hull import (
+from evaluation.hull.core import (
     MP2020_CORRECTION,
     MP_GGA_LEVEL,
     CompositionHullReference,
     HullResult,
     UnknownElementError,
-    mp_elemental_energies,
 )
-from evaluation.known_phases import MP20_NEAR_HULL_FILE, HullCoverage
+from evaluation.hull.known_phases import MP20_NEAR_HULL_FILE, HullCoverage
+from evaluation.hull.mp_entries import mp_elemental_energies
 from evaluation.paths import reference_dir
 
 EnergyScale = Literal["mp2020", "uncorrected"]
@@ -91,7 +91,7 @@ def energy_scale(level_of_theory: str) -> EnergyScale:
 def model_energy_scale(model: str) -> EnergyScale:
     """:func:`energy_scale` of an MLFF by the name a user types (``chgnet``, ``7net-0``),
     without loading it: campaigns check their hull choice before any work."""
-    from evaluation.mlff import canonical_model_name
+    from evaluation.relax.calculators import canonical_model_name
 
     name = canonical_model_name(model)
     tags = {

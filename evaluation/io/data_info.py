@@ -131,7 +131,7 @@ def summarize(result: ReadResult) -> DataSummary:
     Parameters
     ----------
     result
-        What :func:`evaluation.crystal_io.read_crystals` returned.
+        What :func:`evaluation.io.crystals.read_crystals` returned.
 
     Returns
     -------

@@ -1,4 +1,4 @@
-"""The on-disk reference store behind :class:`evaluation.matching.ReferenceIndex`.
+"""The on-disk reference store behind :class:`evaluation.matching.index.ReferenceIndex`.
 
 One sqlite file per (reference content, matcher settings, format version). Each reference is one
 row: its bucket key (reduced formula, or chemical system in disorder mode), its ``source:id``

@@ -4,10 +4,10 @@ The hull choices (README, "Hulls"):
 
 ``known-phases`` (default for MLFF energies)
     The MLFF energy on the MP2020 scale, on the DFT hull of the known MP-20 near-hull phases
-    (:mod:`evaluation.screening_hull`); labelled ``mlff:<model> vs dft:mp-gga-ggau (mp2020)``.
+    (:mod:`evaluation.hull.screening`); labelled ``mlff:<model> vs dft:mp-gga-ggau (mp2020)``.
 ``same-level``
     The MLFF hull of the reference set's compounds relaxed with the same MLFF and its own
-    elemental energies (:mod:`evaluation.mlff_reference`); labelled ``mlff:<model>``.
+    elemental energies (:mod:`evaluation.hull.mlff_reference`); labelled ``mlff:<model>``.
 a user's reference with energies (always wins)
     ``--reference`` entries (``ComputedStructureEntry`` JSON/JSONL, e.g. Alex-MP-ICSD):
     energies carried by the samples are placed on the hull of the entries at the same level;
@@ -32,7 +32,7 @@ from pymatgen.analysis.phase_diagram import PDEntry
 from pymatgen.core import Structure
 from pymatgen.entries.computed_entries import ComputedStructureEntry
 
-from evaluation.hull import (
+from evaluation.hull.core import (
     MP2020_CORRECTION,
     MP_GGA_LEVEL,
     NO_CORRECTION,
@@ -43,9 +43,9 @@ from evaluation.hull import (
     LevelOfTheoryMismatch,
     UnknownElementError,
 )
-from evaluation.known_phases import HullCoverage
+from evaluation.hull.known_phases import HullCoverage
+from evaluation.hull.screening import MLFFOnDFTHull, known_phase_hull
 from evaluation.records import CrystalInputError, CrystalRecord
-from evaluation.screening_hull import MLFFOnDFTHull, known_phase_hull
 
 HullChoice = Literal["known-phases", "same-level"]
 HULL_CHOICES: tuple[HullChoice, ...] = ("known-phases", "same-level")
@@ -67,7 +67,7 @@ class PlacesEnergies(Protocol):
 
 @dataclass
 class SameLevelHull:
-    """A same-level :class:`~evaluation.hull.HullReference` taking total energies per atom."""
+    """A same-level :class:`~evaluation.hull.core.HullReference` taking total energies per atom."""
 
     reference: HullReference
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from pymatgen.core import Composition, Structure
 
-from evaluation.metrics import MIN_INTERATOMIC_DISTANCE, min_interatomic_distance
+from evaluation.metrics.structure import MIN_INTERATOMIC_DISTANCE, min_interatomic_distance
 
 #: spglib tolerance (Å) for space groups, as the paper's symmetry figures use.
 SYMPREC = 0.1

@@ -37,11 +37,8 @@ from typing import Any
 import numpy as np
 from pymatgen.core import Composition, Element
 
-from evaluation.crystal_io import atomic_output, read_crystals
-from evaluation.hull import EntryHullReference, mp_formation_energy_reference
-from evaluation.matching import find_duplicates
-from evaluation.mlff import RelaxResult, load_calculator
-from evaluation.mlff_reference import (
+from evaluation.hull.core import EntryHullReference
+from evaluation.hull.mlff_reference import (
     append_energy_rows,
     energy_cache_path,
     energy_key,
@@ -51,8 +48,13 @@ from evaluation.mlff_reference import (
     reference_elements,
     structure_hash,
 )
-from evaluation.parallel_relax import relax_parallel
+from evaluation.hull.mp_entries import mp_formation_energy_reference
+from evaluation.io.crystals import atomic_output, read_crystals
+from evaluation.matching.index import find_duplicates
 from evaluation.records import CrystalRecord
+from evaluation.relax.calculators import load_calculator
+from evaluation.relax.engine import RelaxResult
+from evaluation.relax.parallel import relax_parallel
 
 logger = logging.getLogger(__name__)
 

@@ -27,14 +27,14 @@ from typing import IO, Any
 
 from pymatgen.io.cif import CifWriter
 
-from evaluation.crystal_codecs import (
+from evaluation.io.codecs import (
     read_extxyz,
     read_json,
     read_jsonl,
     record_to_atoms,
     record_to_compact,
 )
-from evaluation.crystal_formats import (
+from evaluation.io.formats import (
     PROPERTY_PREFIX,
     Collector,
     check_structure,

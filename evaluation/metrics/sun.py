@@ -46,10 +46,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.core import Structure
 
-from evaluation.hull import HullResult
-from evaluation.known_phases import known_phases
-from evaluation.matching import MatcherSettings, ReferenceIndex, find_duplicates
-from evaluation.metrics import (
+from evaluation.hull.core import HullResult
+from evaluation.hull.known_phases import known_phases
+from evaluation.matching.index import MatcherSettings, ReferenceIndex, find_duplicates
+from evaluation.metrics.structure import (
     STABILITY_THRESHOLD,
     is_compositionally_valid,
     is_on_hull,
@@ -58,7 +58,7 @@ from evaluation.metrics import (
 )
 
 Novelty = Literal["novel", "known", "unverified"]
-#: Relaxation outcomes that leave a judged structure (see ``evaluation.mlff.RelaxResult``).
+#: Relaxation outcomes that leave a judged structure (see ``evaluation.relax.engine.RelaxResult``).
 USABLE_RELAXATIONS = ("ok", "not_converged", "not_relaxed")
 
 

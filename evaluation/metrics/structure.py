@@ -8,8 +8,8 @@ Names follow MatterGen's evaluation. Validity has two halves, as in CDVAE/Matter
   states is neutral for the reduced stoichiometry and passes Pauling's electronegativity test;
   single elements and all-metal compositions (alloys) count as valid.
 
-Uniqueness and novelty live in :mod:`evaluation.matching`; energies above hull in
-:mod:`evaluation.hull`.
+Uniqueness and novelty live in :mod:`evaluation.matching.index`; energies above hull in
+:mod:`evaluation.hull.core`.
 """
 
 from __future__ import annotations

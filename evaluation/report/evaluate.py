@@ -4,12 +4,12 @@ The stages, in order:
 
 1. optionally, MLFF relaxation (CHGNet by default) -- RMSD to the relaxed structure (Eq. D47)
    and MLFF energies; failures are recorded for that structure only;
-2. energy above hull at one stated comparison (:mod:`evaluation.stability`): MLFF energies on
+2. energy above hull at one stated comparison (:mod:`evaluation.hull.stability`): MLFF energies on
    the DFT hull of the known phases (default), on a same-level MLFF hull, on a saved hull, or
    on the user's reference entries; energies the samples carry on the user's reference
    entries (MP2020 corrections applied to both, or to neither) or, for MP-style DFT entries,
    on the DFT hull of the known phases. Every E_hull names its comparison and coverage;
-3. the S.U.N. verdicts of :mod:`evaluation.sun` (validity, uniqueness, novelty, stability),
+3. the S.U.N. verdicts of :mod:`evaluation.metrics.sun` (validity, uniqueness, novelty, stability),
    the same code and settings as a campaign's.
 """
 
@@ -25,20 +25,20 @@ from typing import Any
 from pydantic import Field, ValidationError
 from pymatgen.core import Structure
 
-from evaluation.hull import HullResult
-from evaluation.matching import ReferenceIndex
-from evaluation.metrics import rmsd
+from evaluation.hull.core import HullResult
+from evaluation.hull.stability import HullChoice, ReferenceEntries
+from evaluation.matching.index import ReferenceIndex
+from evaluation.metrics.structure import rmsd
+from evaluation.metrics.sun import Judged, MatcherTolerances, SUNSettings, judge
+from evaluation.metrics.sun import summarize as count_verdicts
 from evaluation.records import CrystalInputError, CrystalRecord
-from evaluation.report import (
+from evaluation.report.tables import (
     StructureEvaluation,
     summarize,
     write_plots,
     write_structures_csv,
     write_summary,
 )
-from evaluation.stability import HullChoice, ReferenceEntries
-from evaluation.sun import Judged, MatcherTolerances, SUNSettings, judge
-from evaluation.sun import summarize as count_verdicts
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +49,12 @@ class EvaluationSettings(SUNSettings):
     """How to evaluate; loaded from ``configs/evaluation/*.yaml``, overridden by the CLI.
 
     The S.U.N. fields (``stability_threshold``, ``disorder``, ``matcher``, ...) are those of
-    :class:`~evaluation.sun.SUNSettings`, shared with campaigns.
+    :class:`~evaluation.metrics.sun.SUNSettings`, shared with campaigns.
 
     Attributes
     ----------
     relax
-        ``"none"`` or an MLFF name accepted by :func:`evaluation.mlff.load_calculator`
+        ``"none"`` or an MLFF name accepted by :func:`evaluation.relax.calculators.load_calculator`
         (``"chgnet"``, ``"sevennet"``, ``"7net-l3i5"``, ...).
     hull
         Where MLFF energies go: ``known-phases`` (the DFT hull of the MP-20 near-hull phases,
@@ -125,7 +125,7 @@ class _Relaxed:
 
 def _relax(records: Sequence[CrystalRecord], settings: EvaluationSettings) -> list[_Relaxed]:
     """Relax with the MLFF; a failed relaxation keeps the input structure and its reason."""
-    from evaluation.parallel_relax import relax_parallel
+    from evaluation.relax.parallel import relax_parallel
 
     results = relax_parallel(
         [r.structure for r in records],
@@ -162,9 +162,9 @@ def _mlff_hulls(
     settings: EvaluationSettings,
 ) -> tuple[list[HullResult | str], str]:
     """E_hull of the MLFF energies, and a description of the hull they went on."""
-    from evaluation.hull import EntryHullReference, LevelOfTheoryMismatch, UnknownElementError
-    from evaluation.screening_hull import UnknownEnergyScale, known_phase_hull
-    from evaluation.stability import SameLevelHull
+    from evaluation.hull.core import EntryHullReference, LevelOfTheoryMismatch, UnknownElementError
+    from evaluation.hull.screening import UnknownEnergyScale, known_phase_hull
+    from evaluation.hull.stability import SameLevelHull
 
     if settings.hull_reference:
         try:
@@ -202,7 +202,7 @@ def _mlff_hulls(
 
 def _check_hull_before_work(settings: EvaluationSettings, entries: ReferenceEntries | None) -> None:
     """Refuse, before any relaxation, MLFF energies the chosen hull cannot take."""
-    from evaluation.screening_hull import UnknownEnergyScale, model_energy_scale
+    from evaluation.hull.screening import UnknownEnergyScale, model_energy_scale
 
     if settings.relax == "none" or settings.hull_reference:
         return
@@ -220,7 +220,7 @@ def _same_level(
 ) -> list[HullResult | str]:
     """E_hull against the same MLFF's hull of each chemical system (reference compounds
     relaxed with the same settings as the structures)."""
-    from evaluation.mlff_reference import mlff_e_above_hull
+    from evaluation.hull.mlff_reference import mlff_e_above_hull
 
     return mlff_e_above_hull(
         [(r.structure, r.energy_per_atom, r.level_of_theory) for r in relaxed],
@@ -236,7 +236,7 @@ def _carried_hulls(
     records: Sequence[CrystalRecord], entries: ReferenceEntries | None
 ) -> tuple[list[HullResult | str | None], str]:
     """E_hull of the energies the samples carry (``None`` where a sample carries none)."""
-    from evaluation.stability import place_carried_energy
+    from evaluation.hull.stability import place_carried_energy
 
     hull = entries.same_level_hull() if entries is not None else None
     results: list[HullResult | str | None] = [

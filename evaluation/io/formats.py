@@ -1,9 +1,9 @@
 """The readers of CIF-based inputs (CSV, folder, zip, .cif) and what every reader shares.
 
-:func:`evaluation.crystal_io.read_crystals` picks one reader by what the path is. Every reader
+:func:`evaluation.io.crystals.read_crystals` picks one reader by what the path is. Every reader
 feeds a :class:`Collector`, which checks each crystal with :func:`check_structure` and turns a
 bad row, frame or file into a :class:`ReadProblem` instead of an exception. The extxyz and
-JSON readers live in :mod:`evaluation.crystal_codecs`.
+JSON readers live in :mod:`evaluation.io.codecs`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from pymatgen.core import Composition, DummySpecies, Structure
 
-from evaluation.crystal_cif import parse_cif_text
+from evaluation.io.cif import parse_cif_text
 from evaluation.records import CrystalInputError, CrystalRecord, ReadProblem
 
 #: Columns of a metadata.csv that name the CIF file a row belongs to.

@@ -18,16 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.crystal_io import atomic_output
+from evaluation.io.crystals import atomic_output
 
 
 @dataclass
 class StructureEvaluation:
     """The verdicts for one structure (a row of ``structures.csv``).
 
-    The verdicts are :mod:`evaluation.sun`'s (defined there): uniqueness, novelty and stability
-    are judged on the relaxed structure when a relaxation ran (a failed relaxation leaves the
-    structure neither unique nor stable), else on the input. ``duplicate_of`` is the index of
+    The verdicts are :mod:`evaluation.metrics.sun`'s (defined there): uniqueness, novelty and
+    stability are judged on the relaxed structure when a relaxation ran (a failed relaxation leaves
+    the structure neither unique nor stable), else on the input. ``duplicate_of`` is the index of
     the earlier structure this one matches. ``novelty`` is ``novel``, ``known`` or
     ``unverified``; ``novel`` says whether it counts as novel for S.U.N. ``hull_label`` says
     what the E_hull compares (``mlff:chgnet-0.3.0 vs dft:mp-gga-ggau (mp2020)``) and
@@ -102,7 +102,7 @@ FRACTIONS = (
 
 
 def summarize(rows: list[StructureEvaluation], counts: dict[str, int]) -> dict[str, Any]:
-    """Counts (``evaluation.sun.summarize``), fractions over every input, and averages.
+    """Counts (``evaluation.metrics.sun.summarize``), fractions over every input, and averages.
 
     ``avg_e_above_hull`` and ``avg_rmsd`` average over the structures that have the value.
     """
