@@ -57,7 +57,7 @@ def cubic_a(structure: Structure) -> float:
 
 def run_gpaw(structure: Structure, settings: dict[str, Any] | None) -> dict[str, Any]:
     from flows.dft import tasks_maker
-    from pipeline.dft_cli import run_dft
+    from pipeline.cli.dft import run_dft
 
     maker = tasks_maker("gpaw", ("relax", "static", "band_gap", "elastic"), settings)
     result = run_dft(structure, maker)

@@ -102,3 +102,23 @@ def test_an_installed_wheel_finds_the_shipped_data_without_the_source_tree(tmp_p
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == str(target / "crystalforge_data")
+
+
+def test_no_other_installed_distribution_claims_our_top_level_names():
+    """The import names stay the design card's folders (README: Architecture), so a clash with
+    another installed distribution's ``model`` or ``pipeline`` would silently shadow ours."""
+    from importlib.metadata import packages_distributions
+
+    owners = packages_distributions()
+    for name in ("model", "evaluation", "flows", "pipeline", "crystalforge_data"):
+        assert set(owners.get(name, [])) == {"crystalforge"}, (name, owners.get(name))
+
+
+def test_no_module_grows_past_600_lines_without_a_stated_reason():
+    """A module over ~600 lines states why near its top (``# size: <reason>``), else it splits."""
+    for top in ("model", "evaluation", "flows", "pipeline"):
+        for source in (ROOT / top).rglob("*.py"):
+            lines = source.read_text().splitlines()
+            if len(lines) > 620:
+                head = "\n".join(lines[:40])
+                assert "# size:" in head, f"{source.relative_to(ROOT)}: {len(lines)} lines"

@@ -49,7 +49,7 @@ def rocksalt_nacl() -> Structure:
 @pytest.fixture(scope="module")
 def silicon_result():
     from flows.dft import tasks_maker
-    from pipeline.dft_cli import run_dft
+    from pipeline.cli.dft import run_dft
 
     maker = tasks_maker("gpaw", ("relax", "static", "band_gap", "elastic"))
     return run_dft(silicon(), maker)
@@ -97,7 +97,7 @@ def test_nacl_gap_and_bulk_modulus_match_pbe():
     """At 450 eV and 2.5 k-points/Å⁻¹ (CI time): the default set gives a 5.660 Å, gap 5.075 eV,
     K_VRH 25.4 GPa; this one 5.659 Å, 5.078 eV, 25.5 GPa, in a tenth of the time."""
     from flows.dft import tasks_maker
-    from pipeline.dft_cli import run_dft
+    from pipeline.cli.dft import run_dft
 
     settings = {"ecut": 450, "kpoint_density": 2.5}
     maker = tasks_maker("gpaw", ("relax", "band_gap", "elastic"), settings)

@@ -77,7 +77,8 @@ def test_generate_refuses_cells_larger_than_the_model_was_trained_on(tmp_path):
 def test_help_states_the_defaults_that_come_from_the_settings():
     from evaluation.report.evaluate import EvaluationSettings
     from pipeline.campaign import CampaignConfig
-    from pipeline.cli import CAMPAIGN_DEFAULTS, EVALUATE_DEFAULTS
+    from pipeline.cli.campaign import CAMPAIGN_DEFAULTS
+    from pipeline.cli.evaluate import EVALUATE_DEFAULTS
 
     campaign = CampaignConfig()
     assert {k: getattr(campaign, k) for k in CAMPAIGN_DEFAULTS} == CAMPAIGN_DEFAULTS

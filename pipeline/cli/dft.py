@@ -14,6 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
+from pipeline.cli.common import bad_input_errors, fail, read_input
+
 dft_app = typer.Typer(
     help="Run DFT (GPAW or VASP) on crystal files.", no_args_is_help=True, rich_markup_mode=None
 )
@@ -27,12 +29,6 @@ class DFTEngine(StrEnum):
 class DFTOutputFormat(StrEnum):
     text = "text"
     json = "json"
-
-
-def _fail(message: str) -> typer.Exit:
-    from pipeline.cli import _fail as fail  # on call: pipeline.cli imports this module
-
-    return fail(message)
 
 
 def run_dft(structure, maker) -> dict[str, Any]:
@@ -113,18 +109,17 @@ def dft_run(
     from pydantic import ValidationError
 
     from flows.dft import check_engine, tasks_maker
-    from pipeline.cli import _bad_input_errors, _read
 
     try:
         overrides = yaml.safe_load(settings.read_text()) if settings else None
         maker = tasks_maker(engine.value, tuple(tasks.split(",")), overrides)
     except (OSError, yaml.YAMLError, ValueError, ValidationError) as error:
-        raise _fail(str(error).splitlines()[0]) from None
+        raise fail(str(error).splitlines()[0]) from None
     try:
         check_engine(engine.value)
-        records = _read(structure_file).records
-    except _bad_input_errors() as error:
-        raise _fail(str(error)) from None
+        records = read_input(structure_file).records
+    except bad_input_errors() as error:
+        raise fail(str(error)) from None
     results = {}
     for record in records:
         result = run_dft(record.structure, maker)
@@ -146,8 +141,3 @@ def dft_run(
         typer.echo(json.dumps(results, indent=1))
     if any(r["status"] == "failed" for r in results.values()):
         raise typer.Exit(code=1)
-
-
-def register(app: typer.Typer) -> None:
-    """Add the ``dft`` command group to the ``crystalforge`` app."""
-    app.add_typer(dft_app, name="dft")

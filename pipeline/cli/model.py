@@ -1,5 +1,5 @@
-"""The model's commands: ``crystalforge data tensors``, ``crystalforge train`` and
-``crystalforge generate`` (registered on the app by :mod:`pipeline.cli`).
+"""The model's commands: ``crystalforge data tensors``, ``data build``, ``train`` and
+``generate`` (added to the app and its ``data`` group by :mod:`pipeline.cli.app`).
 
 Bad input (config, data, checkpoint, device, paths) becomes one line on stderr and exit code 2;
 checkpoints, tensor files and sample files are written atomically, so a failure never leaves a
@@ -16,7 +16,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from pipeline.cli.common import bad_input_errors, fail, read_input
+
 if TYPE_CHECKING:
+    from evaluation.records import ReadResult
     from model.data import CrystalTensors
 
 
@@ -30,20 +33,12 @@ DeviceOption = Annotated[
 ]
 
 
-def _fail(message: str) -> typer.Exit:
-    from pipeline.cli import _fail as fail  # on call: pipeline.cli imports this module
-
-    return fail(message)
-
-
-def _read(path: Path):
-    from pipeline.cli import _bad_input_errors
-    from pipeline.cli import _read as read
-
+def _read(path: Path) -> ReadResult:
+    """Crystals from ``path``; unreadable input exits 2."""
     try:
-        return read(path)
-    except _bad_input_errors() as error:
-        raise _fail(str(error)) from None
+        return read_input(path)
+    except bad_input_errors() as error:
+        raise fail(str(error)) from None
 
 
 def _device(requested: Device | None):
@@ -52,7 +47,7 @@ def _device(requested: Device | None):
     try:
         return resolve_device(requested.value if requested else None)
     except ValueError as error:
-        raise _fail(f"--device: {error}") from None
+        raise fail(f"--device: {error}") from None
 
 
 def _to_tensors(path: Path, max_atoms: int) -> CrystalTensors:
@@ -67,7 +62,7 @@ def _to_tensors(path: Path, max_atoms: int) -> CrystalTensors:
             source=str(path),
         )
     except ValueError as error:
-        raise _fail(f"{path}: {error}") from None
+        raise fail(f"{path}: {error}") from None
     skipped = sum(len(ids) for ids in build.skipped.values())
     typer.echo(f"kept {len(build.tensors)} crystals (at most {max_atoms} atoms), skipped {skipped}")
     for reason, ids in sorted(build.skipped.items()):
@@ -84,14 +79,14 @@ def data_tensors(
 ) -> None:
     """Convert crystals to a training tensor file (Niggli cell, symmetric lattice form)."""
     if destination.suffix != ".pt":
-        raise _fail(f"the tensor file must end in .pt, got {destination}")
+        raise fail(f"the tensor file must end in .pt, got {destination}")
     if destination.is_dir():
-        raise _fail(f"{destination} is a folder; give a file name ending in .pt")
+        raise fail(f"{destination} is a folder; give a file name ending in .pt")
     tensors = _to_tensors(source, max_atoms)
     try:
         tensors.save(destination)
     except OSError as error:
-        raise _fail(f"cannot write {destination}: {error}") from None
+        raise fail(f"cannot write {destination}: {error}") from None
     atoms = int(tensors.num_atoms.sum())
     typer.echo(f"wrote {len(tensors)} crystals ({atoms} atoms) to {destination}")
 
@@ -120,7 +115,6 @@ def data_build(
     from evaluation.relax.calculators import MLFFUnavailable
     from model.structures import structures_to_tensors
     from model.training_set import BuildSettings, label_training_set, write_build
-    from pipeline.cli import _bad_input_errors
 
     settings = BuildSettings(
         max_atoms=max_atoms,
@@ -132,10 +126,10 @@ def data_build(
     )
     try:
         build = label_training_set(sources, out, settings, limit=limit)
-    except (*_bad_input_errors(), MLFFUnavailable, ValueError) as error:
-        raise _fail(str(error)) from None
+    except (*bad_input_errors(), MLFFUnavailable, ValueError) as error:
+        raise fail(str(error)) from None
     if not build.kept:
-        raise _fail(f"no crystal has E_hull < {e_hull_max} eV/atom; nothing to train on")
+        raise fail(f"no crystal has E_hull < {e_hull_max} eV/atom; nothing to train on")
     tensors = structures_to_tensors(
         ((r.label, r.structure) for r in build.kept), max_atoms=max_atoms, source=str(out)
     ).tensors
@@ -167,11 +161,11 @@ def _check_resume(resume: Path, settings) -> None:
     try:
         stored = ModelConfig.from_dict(read_payload(resume)["config"])
     except CheckpointError as error:
-        raise _fail(f"--resume: {error}") from None
+        raise fail(f"--resume: {error}") from None
     except ConfigError as error:
-        raise _fail(f"--resume: {resume} has an unusable config: {error}") from None
+        raise fail(f"--resume: {resume} has an unusable config: {error}") from None
     if not same_architecture(stored, settings):
-        raise _fail(
+        raise fail(
             f"--resume: {resume} was trained with a different architecture "
             f"({stored.name}) than --config ({settings.name})"
         )
@@ -200,11 +194,11 @@ def train(
     try:
         settings = load_model_config(config)
     except ConfigError as error:
-        raise _fail(f"--config: {error}") from None
+        raise fail(f"--config: {error}") from None
     if out.exists() and not out.is_dir():
-        raise _fail(f"--out {out} is a file, not a folder")
+        raise fail(f"--out {out} is a file, not a folder")
     if resume is None and (out / "last.pt").exists():
-        raise _fail(
+        raise fail(
             f"{out / 'last.pt'} exists; pass --resume {out / 'last.pt'} to continue training "
             "or choose another --out"
         )
@@ -212,12 +206,12 @@ def train(
         _check_resume(resume, settings)
     target = _device(device)
     if not data.exists():
-        raise _fail(f"--data: no such file or folder: {data}")
+        raise fail(f"--data: no such file or folder: {data}")
     if data.suffix == ".pt":
         try:
             tensors = CrystalTensors.load(data)
         except DatasetError as error:
-            raise _fail(f"--data: {error}") from None
+            raise fail(f"--data: {error}") from None
     else:
         tensors = _to_tensors(data, settings.max_atoms)
     typer.echo(
@@ -235,9 +229,9 @@ def train(
             log=typer.echo,
         )
     except (ConfigError, DatasetError, CheckpointError, ValueError) as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     except OSError as error:
-        raise _fail(f"cannot write to {out}: {error}") from None
+        raise fail(f"cannot write to {out}: {error}") from None
     best = result.best_validation
     _write_json(
         out / "history.json",
@@ -292,22 +286,22 @@ def generate(
     from model.checkpoint import CheckpointError, load_checkpoint
 
     if out.suffix.lower() not in (".extxyz", ".xyz"):
-        raise _fail(f"--out must end in .extxyz, got {out}")
+        raise fail(f"--out must end in .extxyz, got {out}")
     if out.is_dir():
-        raise _fail(f"--out {out} is a folder; give a file name ending in .extxyz")
+        raise fail(f"--out {out} is a folder; give a file name ending in .extxyz")
     species = None
     if elements is not None:
         try:
             species = parse_elements(elements)
         except ValueError as error:
-            raise _fail(f"--elements: {error}") from None
+            raise fail(f"--elements: {error}") from None
     target = _device(device)
     try:
         loaded = load_checkpoint(checkpoint_path(checkpoint), device=target)
     except CheckpointError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     if num_atoms is not None and num_atoms > loaded.config.max_atoms:
-        raise _fail(
+        raise fail(
             f"--num-atoms {num_atoms}: this model was trained on cells of at most "
             f"{loaded.config.max_atoms} atoms"
         )
@@ -342,14 +336,14 @@ def generate(
             progress=progress,
         )
     except CheckpointError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     except ValueError as error:  # e.g. a checkpoint without an atom-count distribution
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     if result.records:
         try:
             write_extxyz(result.records, out)
         except OSError as error:
-            raise _fail(f"cannot write {out}: {error}") from None
+            raise fail(f"cannot write {out}: {error}") from None
     dropped = ", ".join(f"{reason} {count}" for reason, count in sorted(result.dropped.items()))
     typer.echo(
         f"wrote {len(result.records)} samples to {out}"
@@ -362,11 +356,3 @@ def generate(
     typer.echo(f"throughput       {result.samples_per_second:.3f} samples/s")
     if not result.records:
         raise typer.Exit(code=1)
-
-
-def register(app: typer.Typer, data_app: typer.Typer) -> None:
-    """Add ``data tensors``, ``train`` and ``generate`` to the ``crystalforge`` app."""
-    data_app.command("tensors")(data_tensors)
-    data_app.command("build")(data_build)
-    app.command("train")(train)
-    app.command("generate")(generate)

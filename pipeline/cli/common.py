@@ -1,0 +1,148 @@
+"""What every ``crystalforge`` command group shares: one-line errors, options, inputs, stores.
+
+Every command turns bad input into one ``error:`` line on stderr and exit code
+:data:`EXIT_BAD_INPUT`; the helpers here are how. Heavy modules (torch, pymatgen, the stores)
+are imported inside the functions that need them, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from evaluation.records import ReadResult
+    from pipeline.launchpad import LaunchPadLocation
+    from pipeline.store import ResultsStore
+
+#: The exit code of every bad-input error (click's usage errors use it too).
+EXIT_BAD_INPUT = 2
+
+DEFAULT_STORE = Path("crystalforge-store")
+StoreOption = Annotated[
+    Path,
+    typer.Option(
+        "--store", help="Embedded store folder (MontyDB/sqlite), or a YAML spec (MongoDB)."
+    ),
+]
+LaunchPadOption = Annotated[
+    str,
+    typer.Option(
+        "--launchpad",
+        help="A FireWorks my_launchpad.yaml (MongoDB), or embedded:PATH (server-less, one "
+        "process at a time).",
+    ),
+]
+CountUnverifiedOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--count-unverified/--verified-only",
+        help="Count 'unverified' novelty (a known MP composition whose structure the reference "
+        "cannot confirm) as novel for S.U.N. (default: verified only).",
+    ),
+]
+
+
+class HullOption(StrEnum):
+    """Where MLFF energies go (``evaluation.hull.stability``)."""
+
+    known_phases = "known-phases"
+    same_level = "same-level"
+
+
+def fail(message: str) -> typer.Exit:
+    """Print ``error: message`` on stderr; the exit (code 2) for the caller to raise."""
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=EXIT_BAD_INPUT)
+
+
+def option_error(error: Exception, fields: dict[str, str] | None = None) -> typer.Exit:
+    """A pydantic ``ValidationError`` of settings as one line naming the option.
+
+    A field ``n_jobs`` is the option ``--n-jobs``; a check across fields names the options
+    it mentions (``fields``: field -> option).
+    """
+    detail = error.errors()[0]
+    message = detail["msg"].removeprefix("Value error, ")
+    if detail["loc"]:
+        field = "_".join(map(str, detail["loc"]))
+        return fail(f"{(fields or {}).get(field, '--' + field.replace('_', '-'))}: {message}")
+    for field, option in (fields or {}).items():
+        if "_" in field:  # identifiers like top_k; plain words (input, seed) stay words
+            message = re.sub(rf"\b{field}\b", option, message)
+    return fail(message)
+
+
+def output_folder(path: Path, option: str) -> Path:
+    """Check, before any work, that ``path`` can be the output folder ``option`` names."""
+    if path.exists() and not path.is_dir():
+        raise fail(f"{option} {path}: exists and is not a folder")
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise fail(f"{option} {path}: {parent} is a file, not a folder")
+    return path
+
+
+def bad_input_errors() -> tuple[type[Exception], ...]:
+    """The exception types that mean 'the user's input is wrong', not 'a bug'."""
+    # Imported on call: torch and pymatgen load with these modules, which --help need not pay.
+    from evaluation.hull.core import LevelOfTheoryMismatch
+    from evaluation.records import CrystalInputError
+    from evaluation.relax.calculators import MLFFUnavailable
+    from flows.dft.schema import DFTUnavailable
+
+    return (CrystalInputError, LevelOfTheoryMismatch, MLFFUnavailable, DFTUnavailable)
+
+
+def read_input(path: Path) -> ReadResult:
+    """Read crystals from ``path`` (any supported format), reporting skipped ones on stderr.
+
+    Raises the types of :func:`bad_input_errors` for unreadable input; callers turn them into
+    one line.
+    """
+    from evaluation.io.crystals import read_crystals
+
+    result = read_crystals(path)
+    for problem in result.problems[:20]:
+        typer.secho(f"skipped {problem}", err=True, fg=typer.colors.YELLOW)
+    if result.n_skipped > 20:
+        typer.secho(f"... and {result.n_skipped - 20} more", err=True, fg=typer.colors.YELLOW)
+    typer.echo(f"{path}: {result.summary_line()}", err=True)
+    return result
+
+
+@contextmanager
+def opened_store(path: Path, *, create: bool = False) -> Iterator[ResultsStore]:
+    """The results store at ``path``, connected for the block and closed after it.
+
+    Only commands that write results pass ``create``: reading an embedded store that is not
+    there is an error, never an empty new store.
+    """
+    from pipeline.store import ResultsStore
+
+    if not create and path.suffix not in (".yaml", ".yml") and not path.is_dir():
+        raise fail(f"--store {path}: no results store there (run a campaign into it first)")
+    try:
+        results = ResultsStore.open(path).connect()
+    except (OSError, ValueError) as error:
+        raise fail(f"cannot open store {path}: {error}") from None
+    try:
+        yield results
+    finally:
+        results.close()
+
+
+def launchpad_location(text: str) -> LaunchPadLocation:
+    """The LaunchPad that ``--launchpad text`` names; a bad one exits 2."""
+    from pipeline.launchpad import LaunchPadError, LaunchPadLocation
+
+    try:
+        return LaunchPadLocation.parse(text)
+    except LaunchPadError as error:
+        raise fail(str(error)) from None
