@@ -5,6 +5,9 @@
 
 Every job gets a UUID fixed by the campaign id and its stage, so rebuilding the graph of an
 existing campaign gives the same jobs: the runner reuses those already in the store (resume).
+Jobs pass typed outputs (:mod:`flows.contracts`); where a job needs only part of an output,
+the flow references that field (``hull.output.hull``), which jobflow checks against the
+output schema when the graph is built.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from dataclasses import dataclass, field
 from jobflow import Flow, Job, Maker
 
 from flows.dft.stage import DFTStageMaker
-from flows.generate import RSSGeneratorMaker
-from flows.relax import MLFFRelaxMaker, stable_uuid
+from flows.generate import Generator, RSSGeneratorMaker
+from flows.relax import MLFFRelaxMaker
+from flows.resume import resumable, stable_uuid
 from flows.scoring import (
     filter_candidates,
     final_hull_stage,
@@ -41,8 +45,8 @@ class CampaignMaker(Maker):
     Attributes
     ----------
     generator
-        Any generator Maker with ``make(chemsys, n_candidates)`` (``rss``, ``substitution``,
-        ``file``, ``mattergen``); its ``category``, when it has one, becomes the generate job's
+        A :class:`~flows.generate.Generator` (``rss``, ``substitution``, ``file``,
+        ``mattergen``); its ``category``, when not ``None``, becomes the generate job's
         FireWorks ``_category``.
     prerelax
         The pre-relaxation MLFF stage (CHGNet by default).
@@ -64,7 +68,7 @@ class CampaignMaker(Maker):
     """
 
     name: str = "campaign"
-    generator: Maker = field(default_factory=RSSGeneratorMaker)
+    generator: Generator = field(default_factory=RSSGeneratorMaker)
     prerelax: MLFFRelaxMaker = field(default_factory=lambda: MLFFRelaxMaker(name="prerelax"))
     final: MLFFRelaxMaker | DFTStageMaker = field(
         default_factory=lambda: MLFFRelaxMaker(name="final", model="7net-l3i5")
@@ -94,8 +98,7 @@ class CampaignMaker(Maker):
     def make(self, chemsys: str, campaign_id: str) -> Flow:
         """The campaign graph; its output is the ``score`` job's documents and summary."""
         generate = _named(self.generator.make(chemsys, self.n_candidates), campaign_id, "generate")
-        category = getattr(self.generator, "category", None)
-        if category:  # FireWorks hands the job to workers of this category (e.g. GPU nodes)
+        if category := self.generator.category:  # FireWorks: workers of this category take it
             manager_config = {**generate.config.manager_config, "_category": category}
             generate.update_config({"manager_config": manager_config})
         prerelax = _named(self.prerelax.make(generate.output, campaign_id), campaign_id, "prerelax")
@@ -114,7 +117,9 @@ class CampaignMaker(Maker):
             "hull",
         )
         selected = _named(
-            select_top_k(hull.output, filtered.output, self.top_k), campaign_id, "select"
+            select_top_k(hull.output.hull, filtered.output.flags, self.top_k),
+            campaign_id,
+            "select",
         )
         final = _named(
             self.final.make(
@@ -124,7 +129,7 @@ class CampaignMaker(Maker):
             "final",
         )
         if isinstance(self.final, DFTStageMaker):
-            final.config.expose_store = True  # a resumed stage skips finished candidates
+            resumable(final)  # a resumed stage skips the candidates whose DFT finished
             # its per-candidate jobs keep their own FireWorks settings (run_past_failures)
             final.config.pass_manager_config = False
             final_reference = self.final.hull_reference_job(chemsys, self.reference_path)

@@ -1,33 +1,80 @@
 """Generator Makers: each turns a chemical system into candidates with provenance.
 
-A candidate is ``{"candidate_id", "structure": Structure.as_dict(), "provenance": {...}}``;
-provenance always names the generator, its parameters, the seed and the index. Every Maker
-has the same ``make(chemsys, n_candidates)``; a Maker with a ``category`` (the model's, ``gpu``)
-has its job routed to FireWorks workers of that category by the campaign.
+A candidate is a :class:`~flows.contracts.Candidate` (id, ``Structure.as_dict()``,
+provenance); provenance always names the generator, its parameters, the seed and the index.
+Every Maker satisfies the :class:`Generator` protocol: ``make(chemsys, n_candidates)``, and a
+``category`` (the model's is ``gpu``) that routes its job to FireWorks workers of that
+category. :func:`build_generator` is the one registry that makes a generator by name from a
+campaign's :class:`GeneratorSettings`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-from jobflow import Maker, job
+from jobflow import Job, Maker, job
 
 from evaluation.records import CrystalRecord
+from flows.contracts import Candidate
 from flows.progress import report
 
-Candidate = dict[str, Any]
+
+@dataclass(frozen=True)
+class GeneratorSettings:
+    """A campaign's settings that generators take; each generator uses the ones it needs.
+
+    Attributes
+    ----------
+    seed
+        Makes generation reproducible (``rss``, ``substitution``, ``mattergen``).
+    reference_path
+        Extra parent structures for ``substitution`` (default: the shipped reference set).
+    input_path
+        The crystal file of the ``file`` generator.
+    checkpoint
+        The ``mattergen`` checkpoint (empty: the shipped one).
+    num_steps
+        Sampling steps ``T`` of ``mattergen`` (default: the model's).
+    """
+
+    seed: int = 0
+    reference_path: str | None = None
+    input_path: str = ""
+    checkpoint: str = ""
+    num_steps: int | None = None
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """What a campaign needs of a generator (every Maker of this module satisfies it).
+
+    ``make`` returns the job whose output is the ``list[Candidate]``; ``category``, when not
+    ``None``, is the FireWorks worker category the campaign gives that job.
+    """
+
+    name: str
+    category: str | None
+
+    def make(self, chemsys: str, n_candidates: int) -> Job:
+        """The job generating up to ``n_candidates`` candidates in ``chemsys``."""
+        ...
+
+    @classmethod
+    def from_settings(cls, settings: GeneratorSettings) -> Generator:
+        """The generator a campaign's settings describe."""
+        ...
 
 
 def _candidates(records: list[CrystalRecord], generator: str) -> list[Candidate]:
     report(f"generate: {len(records)} candidates ({generator})")
     return [
-        {
-            "candidate_id": record.id,
-            "structure": record.structure.as_dict(),
-            "provenance": {"generator": generator, **record.properties},
-        }
+        Candidate(
+            candidate_id=record.id,
+            structure=record.structure.as_dict(),
+            provenance={"generator": generator, **record.properties},
+        )
         for record in records
     ]
 
@@ -44,12 +91,20 @@ class RSSGeneratorMaker(Maker):
         Range of point-group operations (AIRSS SYMMOPS; the paper: 2–4).
     minsep
         Range of minimum separations in Å (AIRSS MINSEP; the paper: 0.7–3).
+    category
+        FireWorks worker category of the job (``None``: the campaign's default).
     """
 
     name: str = "generate rss"
     seed: int = 0
     symmops: tuple[int, int] = (2, 4)
     minsep: tuple[float, float] = (0.7, 3.0)
+    category: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: GeneratorSettings) -> RSSGeneratorMaker:
+        """Random structures with the campaign's seed."""
+        return cls(seed=settings.seed)
 
     @job
     def make(self, chemsys: str, n_candidates: int) -> list[Candidate]:
@@ -72,6 +127,8 @@ class SubstitutionGeneratorMaker(Maker):
         Smallest substitution probability kept.
     reference_path
         Extra parent structures (default: the shipped reference set).
+    category
+        FireWorks worker category of the job (``None``: the campaign's default).
     """
 
     name: str = "generate substitution"
@@ -79,6 +136,12 @@ class SubstitutionGeneratorMaker(Maker):
     reference_path: str | None = None
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    category: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: GeneratorSettings) -> SubstitutionGeneratorMaker:
+        """Substitutions over the campaign's reference, with its seed."""
+        return cls(seed=settings.seed, reference_path=settings.reference_path)
 
     @job
     def make(self, chemsys: str, n_candidates: int) -> list[Candidate]:
@@ -110,10 +173,17 @@ class FileGeneratorMaker(Maker):
 
     For structures generated elsewhere (another model, a colleague's list). Structures outside
     the campaign's chemical system are left out; the first ``n_candidates`` inside are used.
+    ``category``: FireWorks worker category of the job (``None``: the campaign's default).
     """
 
     name: str = "generate file"
     path: str = ""
+    category: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: GeneratorSettings) -> FileGeneratorMaker:
+        """The campaign's input file."""
+        return cls(path=settings.input_path)
 
     @job
     def make(self, chemsys: str, n_candidates: int) -> list[Candidate]:
@@ -156,6 +226,11 @@ class MatterGenGeneratorMaker(Maker):
     device: str | None = None
     category: str = "gpu"
 
+    @classmethod
+    def from_settings(cls, settings: GeneratorSettings) -> MatterGenGeneratorMaker:
+        """Samples of the campaign's checkpoint, with its seed and step count."""
+        return cls(checkpoint=settings.checkpoint, num_steps=settings.num_steps, seed=settings.seed)
+
     @job
     def make(self, chemsys: str, n_candidates: int) -> list[Candidate]:
         """``n_candidates`` samples (fewer if some diverge) whose species lie in ``chemsys``."""
@@ -174,9 +249,23 @@ class MatterGenGeneratorMaker(Maker):
         return _candidates(result.records, GENERATOR_NAME)
 
 
-GENERATORS: dict[str, type[Maker]] = {
+#: The generators a campaign can use, by the name its settings and the CLI give.
+GENERATORS: dict[str, type[Generator]] = {
     "rss": RSSGeneratorMaker,
     "substitution": SubstitutionGeneratorMaker,
     "file": FileGeneratorMaker,
     "mattergen": MatterGenGeneratorMaker,
 }
+
+
+def build_generator(name: str, settings: GeneratorSettings) -> Generator:
+    """The generator ``name`` (a key of :data:`GENERATORS`) configured by ``settings``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the known ones).
+    """
+    if name not in GENERATORS:
+        raise ValueError(f"must be one of {', '.join(sorted(GENERATORS))}, got {name!r}")
+    return GENERATORS[name].from_settings(settings)

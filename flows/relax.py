@@ -1,7 +1,8 @@
 """MLFF relaxation stages: the sharded pre-relaxation and the MLFF final stage.
 
-A candidate travels between jobs as a plain dict ``{"candidate_id", "structure", ...}``
-(``structure`` is ``Structure.as_dict()``), so job outputs serialise into any JobStore.
+A candidate travels between jobs as a :class:`~flows.contracts.Candidate` and a stage returns
+a :class:`~flows.contracts.StageOutput` (structures as ``Structure.as_dict()``), so job
+outputs serialise into any JobStore.
 Relaxation runs in shards of many structures per job — one calculator load per shard, not per
 structure — and a shard's failures are per candidate (status and reason), never the job's.
 """
@@ -14,27 +15,35 @@ import os
 import time
 from dataclasses import dataclass
 from typing import Any
-from uuid import NAMESPACE_URL, uuid5
 
 from jobflow import Flow, Maker, Response, job
 from pymatgen.core import Structure
 
 from evaluation.metrics.structure import rmsd
 from evaluation.paths import cache_dir
-from evaluation.relax.engine import relax_structures
+from evaluation.relax.engine import RelaxResult, relax_structures
+from flows.contracts import (
+    Candidate,
+    ShardOutput,
+    StageEntry,
+    StageOutput,
+    as_structure,
+    as_structure_dict,
+)
 from flows.progress import report
+from flows.resume import finished_output, resumable, stable_uuid
 
-Candidate = dict[str, Any]
-
-
-def as_structure(payload: Structure | dict[str, Any]) -> Structure:
-    """A Structure from a stored payload (jobflow decodes ``as_dict()`` payloads on the way)."""
-    return payload if isinstance(payload, Structure) else Structure.from_dict(payload)
-
-
-def as_structure_dict(payload: Structure | dict[str, Any]) -> dict[str, Any]:
-    """A ``Structure.as_dict()`` payload from either form."""
-    return payload.as_dict() if isinstance(payload, Structure) else payload
+__all__ = [
+    "MLFFRelaxMaker",
+    "ShardJournal",
+    "as_structure",
+    "as_structure_dict",
+    "merge_shards",
+    "relax_shard",
+    "rmsd_or_none",
+    "stable_uuid",
+    "with_input_structures",
+]
 
 
 def rmsd_or_none(before: Structure | dict, after: Structure | dict) -> float | None:
@@ -45,43 +54,18 @@ def rmsd_or_none(before: Structure | dict, after: Structure | dict) -> float | N
         return None
 
 
-def stable_uuid(*parts: str) -> str:
-    """A UUID fixed by its parts, so a rebuilt campaign graph has the same job ids."""
-    return str(uuid5(NAMESPACE_URL, "crystalforge:" + "/".join(parts)))
-
-
-def stored_output(uuid: str | None = None) -> Any | None:
-    """The output a finished job with id ``uuid`` (default: the running job) left in the store.
-
-    Needs the running job's ``config.expose_store``; ``None`` when there is no such output.
-    A rebuilt campaign graph has the same job ids, so this is how a resumed job skips work
-    that an earlier, interrupted run already finished.
-    """
-    from jobflow import CURRENT_JOB
-
-    if CURRENT_JOB.store is None or CURRENT_JOB.job is None:
-        return None
-    query = {"uuid": uuid or CURRENT_JOB.job.uuid}
-    documents = list(CURRENT_JOB.store.query(query, properties=["index"]))
-    if not documents:
-        return None
-    query["index"] = max(d["index"] for d in documents)
-    document = CURRENT_JOB.store.query_one(query, load=True)
-    return document["output"] if document and document.get("output") is not None else None
-
-
-def _stage_entry(candidate: Candidate, structure: Structure, result: Any) -> dict[str, Any]:
-    """One candidate's stage result (a plain dict: it goes into the job store)."""
-    return {
-        "candidate_id": candidate["candidate_id"],
-        "status": result.status,
-        "reason": result.reason,
-        "structure": result.structure.as_dict() if result.structure is not None else None,
-        "energy_per_atom": result.energy_per_atom,
-        "level_of_theory": result.level_of_theory or None,
-        "n_steps": result.n_steps,
-        "rmsd": rmsd_or_none(structure, result.structure) if result.structure else None,
-    }
+def _stage_entry(candidate: Candidate, structure: Structure, result: RelaxResult) -> StageEntry:
+    """One candidate's stage result."""
+    return StageEntry(
+        candidate_id=candidate.candidate_id,
+        status=result.status,
+        reason=result.reason,
+        structure=result.structure.as_dict() if result.structure is not None else None,
+        energy_per_atom=result.energy_per_atom,
+        level_of_theory=result.level_of_theory or None,
+        n_steps=result.n_steps,
+        rmsd=rmsd_or_none(structure, result.structure) if result.structure else None,
+    )
 
 
 class ShardJournal:
@@ -100,11 +84,11 @@ class ShardJournal:
     @staticmethod
     def key(candidate: Candidate) -> str:
         digest = hashlib.sha256(
-            json.dumps(as_structure_dict(candidate["input_structure"]), sort_keys=True).encode()
+            json.dumps(as_structure_dict(candidate.input_structure), sort_keys=True).encode()
         ).hexdigest()[:16]
-        return f"{candidate['candidate_id']}|{digest}"
+        return f"{candidate.candidate_id}|{digest}"
 
-    def finished(self) -> dict[str, tuple[dict[str, Any], list[float]]]:
+    def finished(self) -> dict[str, tuple[StageEntry, list[float]]]:
         """key -> (stage entry, trajectory energies) of the relaxations already done."""
         done = {}
         if not self.path.exists():
@@ -115,12 +99,17 @@ class ShardJournal:
             except json.JSONDecodeError:  # a line cut by the kill
                 continue
             if row.get("settings") == self.settings:
-                done[row["key"]] = (row["entry"], row["trajectory"])
+                done[row["key"]] = (StageEntry.model_validate(row["entry"]), row["trajectory"])
         return done
 
-    def record(self, key: str, entry: dict[str, Any], trajectory: list[float]) -> None:
+    def record(self, key: str, entry: StageEntry, trajectory: list[float]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        row = {"key": key, "settings": self.settings, "entry": entry, "trajectory": trajectory}
+        row = {
+            "key": key,
+            "settings": self.settings,
+            "entry": entry.model_dump(),
+            "trajectory": trajectory,
+        }
         with self.path.open("a") as handle:
             handle.write(json.dumps(row, default=float) + "\n")
             handle.flush()
@@ -130,7 +119,7 @@ class ShardJournal:
         self.path.unlink(missing_ok=True)
 
 
-@job(data="trajectories")
+@job(data="trajectories", output_schema=ShardOutput)
 def relax_shard(
     candidates: list[Candidate],
     model: str,
@@ -138,7 +127,7 @@ def relax_shard(
     max_steps: int,
     stage: str,
     label: str = "",
-) -> dict[str, Any]:
+) -> ShardOutput:
     """Relax one shard with one MLFF; returns per-candidate stage results and timings.
 
     Each candidate is relaxed from its ``input_structure`` (attached by
@@ -148,18 +137,18 @@ def relax_shard(
     """
     from jobflow import CURRENT_JOB
 
-    finished = stored_output()
-    if finished is not None:  # a resumed campaign: this shard already ran to completion
+    if (finished := finished_output()) is not None:  # resumed: this shard already finished
         return finished
     started = time.perf_counter()
     job_id = CURRENT_JOB.job.uuid if CURRENT_JOB.job is not None else None
     journal = ShardJournal(job_id, f"{model}|{fmax}|{max_steps}") if job_id else None
     done = journal.finished() if journal else {}
+    candidates = [Candidate.model_validate(c) for c in candidates]
     keys = [ShardJournal.key(c) for c in candidates]
     todo = [i for i, key in enumerate(keys) if key not in done]
-    structures = [as_structure(c["input_structure"]) for c in candidates]
+    structures = [as_structure(c.input_structure) for c in candidates]
 
-    def persist(position: int, result: Any) -> None:
+    def persist(position: int, result: RelaxResult) -> None:
         i = todo[position]
         entry = _stage_entry(candidates[i], structures[i], result)
         done[keys[i]] = (entry, list(result.trajectory.energies))
@@ -177,41 +166,47 @@ def relax_shard(
         progress=bar,
         on_result=persist,
     )
-    ids = [c["candidate_id"] for c in candidates]
-    output = {
-        "stage": stage,
-        "results": [done[key][0] for key in keys],
-        "trajectories": {i: done[k][1] for i, k in zip(ids, keys, strict=True)},
-        "seconds": time.perf_counter() - started,
-    }
+    ids = [c.candidate_id for c in candidates]
+    output = ShardOutput(
+        stage=stage,
+        results=[done[key][0] for key in keys],
+        trajectories={i: done[k][1] for i, k in zip(ids, keys, strict=True)},
+        seconds=time.perf_counter() - started,
+    )
     if journal:
         journal.remove()  # jobflow stores the output next; a kill before that reuses the journal
     return output
 
 
-@job
-def merge_shards(shards: list[dict[str, Any]]) -> dict[str, Any]:
+@job(output_schema=StageOutput)
+def merge_shards(shards: list[StageOutput]) -> StageOutput:
     """One stage output from its shards (order kept; seconds summed)."""
-    return {
-        "stage": shards[0]["stage"] if shards else "",
-        "results": [r for shard in shards for r in shard["results"]],
-        "seconds": sum(shard["seconds"] for shard in shards),
-    }
+    shards = [StageOutput.model_validate(shard) for shard in shards]
+    return StageOutput(
+        stage=shards[0].stage if shards else "",
+        results=[r for shard in shards for r in shard.results],
+        seconds=sum(shard.seconds for shard in shards),
+    )
 
 
 def with_input_structures(
-    candidates: list[Candidate], previous: dict[str, Any] | None, only: list[str] | None = None
+    candidates: list[Candidate | dict[str, Any]],
+    previous: StageOutput | dict[str, Any] | None,
+    only: list[str] | None = None,
 ) -> list[Candidate]:
     """The candidates a stage works on (``only`` these ids, if given), each with its input
     structure attached: the previous stage's relaxed one, else the generated one."""
+    ready = [Candidate.model_validate(c) for c in candidates]
     if only is not None:
         wanted = set(only)
-        candidates = [c for c in candidates if c["candidate_id"] in wanted]
+        ready = [c for c in ready if c.candidate_id in wanted]
     relaxed = {}
     if previous is not None:
-        relaxed = {r["candidate_id"]: r["structure"] for r in previous["results"] if r["structure"]}
+        results = StageOutput.model_validate(previous).results
+        relaxed = {r.candidate_id: r.structure for r in results if r.structure}
     return [
-        {**c, "input_structure": relaxed.get(c["candidate_id"], c["structure"])} for c in candidates
+        c.model_copy(update={"input_structure": relaxed.get(c.candidate_id, c.structure)})
+        for c in ready
     ]
 
 
@@ -238,12 +233,14 @@ class MLFFRelaxMaker(Maker):
     max_steps: int = 500
     shard_size: int = 32
 
+    # no output_schema: jobflow would apply it to the job storing the replacement's output,
+    # which holds a reference to the merge job's StageOutput, not the model itself
     @job
     def make(
         self,
         candidates: list[Candidate],
         campaign_id: str,
-        previous: dict | None = None,
+        previous: StageOutput | None = None,
         only: list[str] | None = None,
     ) -> Response:
         """Replace this job by one relaxation job per shard and a merge job.
@@ -268,8 +265,8 @@ class MLFFRelaxMaker(Maker):
                 f"{self.name} shard {number + 1}/{len(starts)} ({self.model})",
             )
             shard.name = f"{self.name} shard {number}"
-            shard.config.expose_store = True  # lets a resumed shard find its earlier output
-            shard.set_uuid(stable_uuid(campaign_id, self.name, "shard", str(number)))
+            # a resumed shard finds its earlier output under this id
+            resumable(shard, stable_uuid(campaign_id, self.name, "shard", str(number)))
             shards.append(shard)
         merged = merge_shards([shard.output for shard in shards])
         merged.name = f"{self.name} merge"

@@ -30,11 +30,12 @@ from evaluation.hull.screening import UnknownEnergyScale, model_energy_scale
 from evaluation.hull.stability import HullChoice
 from evaluation.metrics.sun import SUNSettings
 from flows.campaign import CampaignMaker
+from flows.contracts import ScoreOutput
 from flows.dft import check_engine, tasks_maker
 from flows.dft.schema import properties_to_tasks
 from flows.dft.stage import DFTStageMaker
 from flows.documents import CampaignDoc, CandidateDoc
-from flows.generate import GENERATORS, records_in_system
+from flows.generate import GENERATORS, GeneratorSettings, build_generator, records_in_system
 from flows.generators.chemsys import parse_chemsys, require_arity
 from flows.generators.mattergen import check_checkpoint
 from flows.relax import MLFFRelaxMaker
@@ -120,19 +121,8 @@ class CampaignConfig(SUNSettings):
 
     def maker(self) -> CampaignMaker:
         """The :class:`~flows.campaign.CampaignMaker` these settings describe."""
-        generators = {
-            "rss": lambda: GENERATORS["rss"](seed=self.seed),
-            "substitution": lambda: GENERATORS["substitution"](
-                seed=self.seed, reference_path=self.reference
-            ),
-            "file": lambda: GENERATORS["file"](path=self.input or ""),
-            "mattergen": lambda: GENERATORS["mattergen"](
-                checkpoint=self.checkpoint or "", num_steps=self.model_steps, seed=self.seed
-            ),
-        }
-        generator = generators[self.generator]()
         return CampaignMaker(
-            generator=generator,
+            generator=build_generator(self.generator, self.generator_settings()),
             prerelax=MLFFRelaxMaker(
                 name="prerelax",
                 model=self.prerelax_model,
@@ -146,6 +136,16 @@ class CampaignConfig(SUNSettings):
             reference_path=self.reference,
             hull=self.hull,
             sun_settings=self.sun_settings().model_dump(),
+        )
+
+    def generator_settings(self) -> GeneratorSettings:
+        """What these settings say about the generator (each one takes what it uses)."""
+        return GeneratorSettings(
+            seed=self.seed,
+            reference_path=self.reference,
+            input_path=self.input or "",
+            checkpoint=self.checkpoint or "",
+            num_steps=self.model_steps,
         )
 
     def _final_stage(self) -> MLFFRelaxMaker | DFTStageMaker:
@@ -368,7 +368,7 @@ def effective_status(document: dict[str, Any]) -> str:
 def record_score(
     store: ResultsStore,
     document: dict[str, Any],
-    score: dict[str, Any],
+    score: ScoreOutput | dict[str, Any],
     wall: float | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
@@ -378,24 +378,27 @@ def record_score(
     ``wall`` (seconds) joins the stage timings; ``extra`` goes into the summary (e.g. the
     reused jobs).
     """
+    score = ScoreOutput.model_validate(score)  # the score job's output, as stored or decoded
     candidates = [
         CandidateDoc(campaign_id=document["campaign_id"], **candidate).model_dump()
-        for candidate in score["candidates"]
+        for candidate in score.candidates
     ]
     store.save_candidates(candidates)
     document.update(
         status="completed",
         failure=None,
         updated_at=_now(),
-        summary={**score["summary"], **extra},
-        timings={**score["timings"], **({"wall": wall} if wall is not None else {})},
+        summary={**score.summary, **extra},
+        timings={**score.timings, **({"wall": wall} if wall is not None else {})},
     )
     store.save_campaign(document)
     return document
 
 
 @job
-def record_campaign(score: dict[str, Any], campaign_id: str, results: ResultsStore) -> str:
+def record_campaign(
+    score: ScoreOutput | dict[str, Any], campaign_id: str, results: ResultsStore
+) -> str:
     """The last job of a submitted campaign: its candidates and summary into the results store
     (a local run records them itself, after ``run_locally``)."""
     from monty.json import jsanitize

@@ -20,7 +20,7 @@ from typing import Any
 
 from jobflow import Flow
 
-from flows.relax import stable_uuid
+from flows.resume import stable_uuid
 from pipeline.campaign import (
     CampaignConfig,
     check_campaign,

@@ -23,8 +23,9 @@ from evaluation.hull.core import EntryHullReference, chemsys_elements
 from evaluation.hull.mlff_reference import ELEMENT_REFS_FILE, HullCandidates, element_polymorphs
 from evaluation.paths import reference_dir
 from evaluation.reference import load_reference
+from flows.contracts import HullFailure, HullOutcome, HullReferenceDoc, as_structure
 from flows.dft.schema import run_past_failures
-from flows.relax import as_structure, stable_uuid, stored_output
+from flows.resume import finished_output, resumable, stable_uuid
 
 #: Reference compounds larger than this are left out of on-demand DFT hulls (cost grows ~N³).
 DFT_HULL_MAX_SITES = 8
@@ -61,15 +62,15 @@ def dft_reference_structures(
     return chosen
 
 
-@job
+@job(output_schema=HullOutcome)
 def build_dft_hull(
     chemsys: str, labels: list[str], results: list[dict[str, Any]], started: float
-) -> dict[str, Any]:
-    """An :class:`EntryHullReference` dict from the reference runs (failed runs are skipped,
-    with their labels listed), or ``{"error": reason}`` when an element has no energy."""
+) -> HullOutcome:
+    """The hull reference of the reference runs (failed runs are skipped, with their labels
+    listed), or a :class:`HullFailure` when an element has no energy."""
     levels = {r["level_of_theory"] for r in results if r and r.get("level_of_theory")}
     if len(levels) > 1:  # never one hull over several levels
-        return {"error": f"reference runs at several levels: {sorted(levels)}"}
+        return HullFailure(error=f"reference runs at several levels: {sorted(levels)}")
     mu: dict[str, float] = {}
     entries: list[PDEntry] = []
     skipped: list[str] = []
@@ -86,12 +87,12 @@ def build_dft_hull(
         )
     missing = sorted(chemsys_elements(chemsys) - set(mu))
     if missing or not levels:
-        return {"error": f"no DFT energy for element(s) {missing} of {chemsys}: {skipped}"}
+        return HullFailure(error=f"no DFT energy for element(s) {missing} of {chemsys}: {skipped}")
     (level,) = levels
     reference = EntryHullReference(
         entries, mu, level_of_theory=level, name=f"{len(entries)} {level} runs in {chemsys}"
     )
-    return {**reference.to_dict(), "skipped": skipped, "seconds": time.time() - started}
+    return HullReferenceDoc(**reference.to_dict(), skipped=skipped, seconds=time.time() - started)
 
 
 @job
@@ -101,7 +102,7 @@ def keep_run(label: str, result: dict[str, Any] | None) -> dict[str, Any]:
     return result if result else {"label": label, "failed": True, "energy_per_atom": None}
 
 
-@job
+@job  # no output_schema: a replacement's stored output is a reference (to build_dft_hull's)
 def dft_hull_reference(
     chemsys: str, reference_path: str | None, tasks_maker: Maker, key: str
 ) -> Response:
@@ -109,19 +110,18 @@ def dft_hull_reference(
 
     ``key`` (system, level and reference set) fixes the ids of the per-structure result
     jobs, so a hull whose build was interrupted reuses the runs that had finished (this job
-    needs ``config.expose_store`` for that; :func:`hull_reference_job` sets it).
+    must be :func:`~flows.resume.resumable` for that; :func:`hull_reference_job` makes it so).
     """
     started = time.time()
     try:
         structures = dft_reference_structures(chemsys, reference_path)
     except ValueError as error:
-        return Response(output={"error": f"no DFT hull for {chemsys}: {error}"})
+        return Response(output=HullFailure(error=f"no DFT hull for {chemsys}: {error}"))
     jobs: list[Job | Flow] = []
     results: list[Any] = []
     for label, structure in structures:
         kept_uuid = stable_uuid(key, label)
-        finished = stored_output(kept_uuid)
-        if finished is not None:
+        if (finished := finished_output(kept_uuid)) is not None:  # resumed: this run finished
             results.append(finished)
             continue
         run = run_past_failures(tasks_maker.make(structure))
@@ -142,7 +142,6 @@ def hull_reference_job(chemsys: str, reference_path: str | None, tasks_maker: Ma
     key = stable_uuid("dft-hull-reference", chemsys, level, reference_path or "")
     hull = dft_hull_reference(chemsys, reference_path, tasks_maker, key)
     hull.name = f"hull reference {chemsys} {level}"
-    hull.set_uuid(key)
-    hull.config.expose_store = True
+    resumable(hull, key)  # an interrupted hull reuses the reference runs that finished
     hull.config.pass_manager_config = False  # its runs keep their own (run_past_failures)
     return hull

@@ -15,66 +15,62 @@ from typing import Any
 
 from jobflow import Flow, Job, Maker, OnMissing, Response, job
 
+from flows.contracts import (
+    Candidate,
+    HullFailure,
+    HullOutcome,
+    HullReferenceDoc,
+    StageEntry,
+    StageOutput,
+    as_structure,
+)
 from flows.dft.gpaw_run import GpawTasksMaker
 from flows.dft.hull import hull_reference_job
 from flows.dft.schema import run_past_failures
-from flows.relax import (
-    Candidate,
-    as_structure,
-    as_structure_dict,
-    rmsd_or_none,
-    stable_uuid,
-    stored_output,
-    with_input_structures,
-)
+from flows.relax import rmsd_or_none, with_input_structures
+from flows.resume import finished_output, stable_uuid
 
 
-@job
+@job(output_schema=StageEntry)
 def dft_stage_row(
     candidate_id: str, input_structure: dict[str, Any], result: dict[str, Any] | None
-) -> dict[str, Any]:
+) -> StageEntry:
     """One candidate's stage result from its DFT run (``None``: the run's summary failed)."""
     if not result:
-        return {
-            "candidate_id": candidate_id,
-            "status": "failed",
-            "reason": "the DFT run did not produce a result",
-            "structure": None,
-            "energy_per_atom": None,
-            "level_of_theory": None,
-            "n_steps": 0,
-            "rmsd": None,
-            "properties": {},
-            "seconds": 0.0,
-        }
+        return StageEntry(
+            candidate_id=candidate_id,
+            status="failed",
+            reason="the DFT run did not produce a result",
+            seconds=0.0,
+        )
     usable = result["energy_per_atom"] is not None and result["structure"] is not None
     elastic = result.get("elastic") or {}
-    return {
-        "candidate_id": candidate_id,
+    return StageEntry(
+        candidate_id=candidate_id,
         # "ok" means usable (an energy and a structure) to the hull and scoring stages;
         # a failed property task leaves it usable and is named in ``reason``
-        "status": "ok" if usable else "failed",
-        "dft_status": result["status"],
-        "reason": result["reason"],
-        "structure": as_structure_dict(result["structure"]) if usable else None,
-        "energy_per_atom": result["energy_per_atom"],
-        "level_of_theory": result["level_of_theory"],
-        "n_steps": 0,
-        "rmsd": rmsd_or_none(input_structure, result["structure"]) if usable else None,
-        "properties": {
+        status="ok" if usable else "failed",
+        dft_status=result["status"],
+        reason=result["reason"],
+        structure=result["structure"] if usable else None,
+        energy_per_atom=result["energy_per_atom"],
+        level_of_theory=result["level_of_theory"],
+        n_steps=0,
+        rmsd=rmsd_or_none(input_structure, result["structure"]) if usable else None,
+        properties={
             "band_gap": result.get("band_gap"),
             "is_gap_direct": result.get("is_gap_direct"),
             "bulk_modulus_vrh": elastic.get("k_vrh"),
             "shear_modulus_vrh": elastic.get("g_vrh"),
         },
-        "seconds": sum((t.get("seconds") or 0.0) for t in result["tasks"].values()),
-    }
+        seconds=sum((t.get("seconds") or 0.0) for t in result["tasks"].values()),
+    )
 
 
-@job
-def merge_rows(stage: str, rows: list[dict[str, Any]], started: float) -> dict[str, Any]:
-    """The stage output (``{"stage", "results", "seconds"}``) from the candidates' rows."""
-    return {"stage": stage, "results": rows, "seconds": time.time() - started}
+@job(output_schema=StageOutput)
+def merge_rows(stage: str, rows: list[StageEntry], started: float) -> StageOutput:
+    """The stage output from the candidates' rows."""
+    return StageOutput(stage=stage, results=rows, seconds=time.time() - started)
 
 
 @dataclass
@@ -109,12 +105,14 @@ class DFTStageMaker(Maker):
         hull.set_uuid(stable_uuid("hull-reference", chemsys, self.model, self.hull_entries or ""))
         return hull
 
+    # no output_schema: jobflow would apply it to the job storing the replacement's output,
+    # which holds a reference to the merge job's StageOutput, not the model itself
     @job
     def make(
         self,
         candidates: list[Candidate],
         campaign_id: str,
-        previous: dict | None = None,
+        previous: StageOutput | None = None,
         only: list[str] | None = None,
     ) -> Response:
         """Replace this job by a DFT run and a row job per candidate, and their merge."""
@@ -122,17 +120,14 @@ class DFTStageMaker(Maker):
         jobs: list[Job | Flow] = []
         rows: list[Any] = []
         for candidate in with_input_structures(candidates, previous, only):
-            cid = candidate["candidate_id"]
+            cid = candidate.candidate_id
             row_uuid = stable_uuid(campaign_id, self.name, "dft", cid)
-            finished = stored_output(row_uuid)
-            if finished is not None:  # resumed campaign: this candidate's DFT already ran
+            if (finished := finished_output(row_uuid)) is not None:  # resumed: its DFT ran
                 rows.append(finished)
                 continue
-            run = run_past_failures(
-                self.tasks_maker.make(as_structure(candidate["input_structure"]))
-            )
+            run = run_past_failures(self.tasks_maker.make(as_structure(candidate.input_structure)))
             run.name = f"{self.name} {cid}"
-            row = dft_stage_row(cid, candidate["input_structure"], run.output)
+            row = dft_stage_row(cid, candidate.input_structure, run.output)
             row.name = f"{self.name} row {cid}"
             row.set_uuid(row_uuid)
             row.config.on_missing_references = OnMissing.NONE  # a failed run is a failed row
@@ -145,18 +140,18 @@ class DFTStageMaker(Maker):
         return Response(replace=Flow([*jobs, merged], output=merged.output, name=self.name))
 
 
-@job
-def vasp_entries_hull(chemsys: str, entries_path: str | None) -> dict[str, Any]:
-    """The VASP-level hull of ``chemsys`` from user-supplied MP2020-compatible entries, or
-    ``{"error": reason}`` (no entries file given, or the system is not covered)."""
+@job(output_schema=HullOutcome)
+def vasp_entries_hull(chemsys: str, entries_path: str | None) -> HullOutcome:
+    """The VASP-level hull of ``chemsys`` from user-supplied MP2020-compatible entries, or a
+    :class:`HullFailure` (no entries file given, or the system is not covered)."""
     from flows.dft.vasp import vasp_hull_reference
 
     if not entries_path:
-        return {
-            "error": "the vasp engine needs MP2020-compatible DFT reference entries for its hull "
+        return HullFailure(
+            error="the vasp engine needs MP2020-compatible DFT reference entries for its hull "
             "(campaign option vasp_hull_entries: a JSON file of ComputedEntry dicts)"
-        }
+        )
     try:
-        return vasp_hull_reference(chemsys, entries_path).to_dict()
+        return HullReferenceDoc(**vasp_hull_reference(chemsys, entries_path).to_dict())
     except (ValueError, OSError) as error:
-        return {"error": f"no VASP hull for {chemsys}: {error}"}
+        return HullFailure(error=f"no VASP hull for {chemsys}: {error}")
