@@ -19,6 +19,9 @@ from typing import Any
 from jobflow import JobStore
 from maggma.stores import MontyStore
 from monty.json import MSONable
+from montydb import MontyClient
+
+from pipeline.compat.maggma import MONTY_CONFIG_LOCK
 
 DATABASE_NAME = "crystalforge"
 CANDIDATE_INDEXES = ("campaign_id", "candidate_id", "sun", "stable", "novel", "e_above_hull")
@@ -43,9 +46,12 @@ def _create_table(store: Any) -> None:
     """
     if not isinstance(store, MontyStore) or store.database_path == ":memory:":
         return
-    database = store._collection.database
-    if store.collection_name not in database.list_collection_names():
-        database.create_collection(store.collection_name)
+    # A client of our own (public MontyDB API) on the files the connected store configured;
+    # it reads the storage config file, which another thread's connect may be rewriting.
+    with MONTY_CONFIG_LOCK, MontyClient(store.database_path) as client:
+        database = client[store.database_name]
+        if store.collection_name not in database.list_collection_names():
+            database.create_collection(store.collection_name)
 
 
 @dataclass

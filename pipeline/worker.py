@@ -28,6 +28,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.compat.fireworks import set_ping_interval
+from pipeline.compat.jobflow import per_thread_current_job
+from pipeline.compat.maggma import serialise_monty_connect
 from pipeline.launchpad import LaunchPadLocation, open_launchpad
 from pipeline.progress import error_line
 
@@ -98,39 +101,14 @@ def make_threads_safe() -> None:
     """Two process-wide things in jobflow and maggma that rocket threads must not share.
 
     * jobflow keeps the running job and its store in one object (``CURRENT_JOB``); one job's
-      end would reset the other thread's. Its class is swapped for a subclass whose ``job``
-      and ``store`` live per thread.
+      end would reset the other thread's (:func:`pipeline.compat.jobflow.per_thread_current_job`).
     * maggma's ``MontyStore.connect`` rewrites the MontyDB storage config file that
       ``MontyClient`` then reads; two threads connecting at once read it half-written
-      ("Empty module name"). Connecting is serialised (the stores' reads and writes are not).
+      ("Empty module name"). Connecting is serialised
+      (:func:`pipeline.compat.maggma.serialise_monty_connect`; reads and writes are not).
     """
-    from jobflow.core import state
-    from maggma.stores import MontyStore
-
-    current = state.CURRENT_JOB
-    if getattr(type(current), "per_thread", False):
-        return
-    local = threading.local()
-
-    def slot(name: str) -> property:
-        return property(
-            lambda self: getattr(local, name, None),
-            lambda self, value: setattr(local, name, value),
-        )
-
-    current.__class__ = type(
-        "PerThreadState",
-        (type(current),),
-        {"per_thread": True, "job": slot("job"), "store": slot("store")},
-    )
-    connect = MontyStore.connect
-    connecting = threading.Lock()
-
-    def connect_serialised(self: MontyStore, force_reset: bool = False) -> None:
-        with connecting:
-            connect(self, force_reset=force_reset)
-
-    MontyStore.connect = connect_serialised
+    per_thread_current_job()
+    serialise_monty_connect()
 
 
 class _Worker:
@@ -253,13 +231,12 @@ def run_worker(
         raise ValueError(f"threads must be at least 1, got {settings.threads}")
     with open_launchpad(location) as launchpad:
         # imported only now: an embedded LaunchPad configures fireworks before its import
-        import fireworks.core.rocket as rocket_module
         from fireworks.fw_config import RUN_EXPIRATION_SECS
 
         if settings.lost_after is not None:
             lost_after = settings.lost_after
             # ping often enough that a live run is never mistaken for a lost one
-            rocket_module.PING_TIME_SECS = max(1, min(3600, int(lost_after / 4)))
+            set_ping_interval(max(1, min(3600, int(lost_after / 4))))
         else:  # embedded: nothing else can be running (see the module docstring)
             lost_after = 0.0 if location.embedded else RUN_EXPIRATION_SECS
         worker = _Worker(

@@ -6,6 +6,8 @@ machine-learning data sets are P1 (only the identity operation, fully occupied s
 pymatgen, ASE and the MP/Alexandria/JARVIS exports write). For such a block we build the
 ``Structure`` directly, reproducing ``CifParser`` exactly (same lattice construction, wrapped
 coordinates, labels and site order); every other block goes through ``CifParser`` itself.
+The part that clones ``CifParser`` lives in :mod:`evaluation.compat.pymatgen`, behind its
+version guard: outside the verified pymatgen versions every block goes through ``CifParser``.
 """
 
 from __future__ import annotations
@@ -14,18 +16,20 @@ import logging
 import re
 import warnings
 from dataclasses import dataclass
-from functools import cmp_to_key
 
 import numpy as np
-from pymatgen.core import Composition, Element, Lattice, Structure
+from pymatgen.core import Element, Lattice, Structure
 from pymatgen.io.cif import CifBlock, CifParser, str2float
+
+from evaluation.compat.pymatgen import (
+    CIFPARSER_SITE_TOLERANCE,
+    cifparser_clone_allowed,
+    p1_structure_like_cifparser,
+    snap_like_cifparser,
+)
 
 logger = logging.getLogger(__name__)
 
-#: CifParser's tolerance for two sites being the same site (it merges them).
-_SITE_TOLERANCE = 1e-4
-#: CifParser's tolerance for snapping coordinates onto 1/3 and 2/3.
-_FRAC_TOLERANCE = 1e-4
 #: Above this many sites the pairwise-distance check would cost more than CifParser itself.
 _MAX_FAST_SITES = 1000
 #: Element symbols the fast path accepts; D and T are left to CifParser, which maps them to H.
@@ -125,6 +129,8 @@ def _p1_structure(block: CifBlock) -> Structure | None:
     (which CifParser merges), missing fields. Raises :class:`UnusableCrystalError`, with the
     reason, for a block that is simple but geometrically unusable.
     """
+    if not cifparser_clone_allowed():
+        return None
     data = block.data
     operations = data.get(
         "_symmetry_equiv_pos_as_xyz", data.get("_space_group_symop_operation_xyz")
@@ -160,9 +166,7 @@ def _p1_structure(block: CifBlock) -> Structure | None:
 
     if not np.isfinite(coords).all():
         raise UnusableCrystalError("non-finite atomic coordinate (NaN or inf)")
-    # CifParser snaps coordinates within 1e-4 (relative) of 1/3 or 2/3 onto them; so do we.
-    for ideal in (1 / 3, 2 / 3):
-        coords[np.abs(coords / ideal - 1) <= _FRAC_TOLERANCE] = ideal
+    coords = snap_like_cifparser(coords)  # before the checks, as CifParser snaps first
     with np.errstate(all="ignore"):
         lattice = Lattice.from_parameters(*lengths_angles)
     if not np.isfinite(lattice.matrix).all() or abs(np.linalg.det(lattice.matrix)) < 1e-8:
@@ -174,55 +178,9 @@ def _p1_structure(block: CifBlock) -> Structure | None:
     # CifParser merges sites closer than its tolerance; leave that case to it.
     delta = coords[:, None, :] - coords[None, :, :]
     delta -= np.round(delta)
-    coincident = np.all(np.abs(delta) < _SITE_TOLERANCE, axis=-1)
+    coincident = np.all(np.abs(delta) < CIFPARSER_SITE_TOLERANCE, axis=-1)
     np.fill_diagonal(coincident, val=False)
     if coincident.any():
         return None
 
-    order = _cifparser_site_order(symbols)
-    wrapped = coords - np.floor(coords)  # CifParser wraps with x - floor(x)
-    return Structure(
-        lattice,
-        [symbols[i] for i in order],
-        wrapped[order],
-        labels=[labels[i] for i in order],
-    )
-
-
-_COMPOSITIONS: dict[str, Composition] = {}
-_ELECTRONEGATIVITY: dict[str, float] = {}
-
-
-def _site_key(symbol: str) -> tuple[Composition, float]:
-    if symbol not in _COMPOSITIONS:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # noble gases: "no Pauling electronegativity"
-            _COMPOSITIONS[symbol] = Composition({Element(symbol): 1.0})
-            _ELECTRONEGATIVITY[symbol] = Element(symbol).X
-    return _COMPOSITIONS[symbol], _ELECTRONEGATIVITY[symbol]
-
-
-def _cifparser_site_order(symbols: list[str]) -> list[int]:
-    """Site order of CifParser: grouped by composition, then ``Structure.get_sorted_structure``.
-
-    Both sorts are stable; the second compares electronegativity then the species string,
-    exactly as ``Site.__lt__`` does (NaN electronegativity included), so ties resolve alike.
-    """
-    distinct = list(dict.fromkeys(symbols))
-    group_rank = {s: rank for rank, s in enumerate(sorted(distinct, key=lambda s: _site_key(s)[0]))}
-    grouped = sorted(range(len(symbols)), key=lambda i: group_rank[symbols[i]])
-
-    def site_cmp(i: int, j: int) -> int:
-        first, second = symbols[i], symbols[j]
-        return -1 if _site_lt(first, second) else int(_site_lt(second, first))
-
-    return sorted(grouped, key=cmp_to_key(site_cmp))
-
-
-def _site_lt(first: str, second: str) -> bool:
-    x_first, x_second = _site_key(first)[1], _site_key(second)[1]
-    if x_first < x_second:
-        return True
-    if x_first > x_second:
-        return False
-    return first < second
+    return p1_structure_like_cifparser(lattice, symbols, labels, coords)

@@ -206,6 +206,16 @@ def without_oxidation_states(structure: Structure) -> Structure:
     return stripped
 
 
+def reduce_like_matcher(structure: Structure, primitive_cell: bool = True) -> Structure:
+    """``structure`` reduced as ``StructureMatcher.fit`` reduces its inputs (public API only).
+
+    Niggli reduction, then the primitive cell: the steps of pymatgen's private
+    ``StructureMatcher._get_reduced_structure``, bit for bit, without its cache.
+    """
+    reduced = Structure.from_sites(structure).get_reduced_structure(reduction_algo="niggli")
+    return reduced.get_primitive_structure() if primitive_cell else reduced
+
+
 class DisorderAwareMatcher:
     """Match a query against a reference that may be, or be an ordering of, a solid solution.
 
@@ -271,11 +281,9 @@ class DisorderAwareMatcher:
         )
 
     def _reduced(self, structure: Structure) -> Structure:
-        # StructureMatcher's own (lru-cached) reduction, so skip_structure_reduction=True below
-        # sees bit-for-bit the structures fit() would have built.
-        return StructureMatcher._get_reduced_structure(
-            Structure.from_sites(structure), self.primitive_cell, niggli=True
-        )
+        # The reduction fit() applies, so skip_structure_reduction=True below sees bit-for-bit
+        # the structures fit() would have built.
+        return reduce_like_matcher(structure, self.primitive_cell)
 
     def reduce(self, structure: Structure) -> Structure:
         """Oxidation states removed, then reduced exactly as ``StructureMatcher.fit`` would."""

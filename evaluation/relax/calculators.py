@@ -17,10 +17,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
+
+from evaluation.compat.chgnet import energy_and_gradients
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +107,9 @@ class CHGNetInferenceCalculator(Calculator):
     each time with ``create_graph=True`` as training needs, and also predicts magnetic moments.
     Here the energy is differentiated once with respect to positions and strain together:
     about 2x faster per call on one CPU thread, same numbers to float32 round-off (tested
-    against ``CHGNetCalculator``). It uses chgnet's ``BatchedGraph`` and ``CHGNet._compute``
-    (chgnet 0.4). ``model`` keeps the CHGNet for batched single points.
+    against ``CHGNetCalculator``). The one-pass gradient uses chgnet internals, so it lives in
+    :mod:`evaluation.compat.chgnet` behind a version guard. ``model`` keeps the CHGNet for
+    batched single points.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
@@ -124,33 +126,16 @@ class CHGNetInferenceCalculator(Calculator):
         properties: list[str] | None = None,
         system_changes: list[str] = all_changes,
     ) -> None:
-        import torch
-        from chgnet.model.model import BatchedGraph
         from pymatgen.io.ase import AseAtomsAdaptor
 
         super().calculate(atoms, properties, system_changes)
         model = self.model
         graph = model.graph_converter(AseAtomsAdaptor.get_structure(self.atoms)).to(self.device)
-        with torch.enable_grad():
-            batch = BatchedGraph.from_graphs(
-                [graph],
-                bond_basis_expansion=model.bond_basis_expansion,
-                angle_basis_expansion=model.angle_basis_expansion,
-                compute_stress=True,
-            )
-            per_atom = model._compute(batch)["e"]  # eV/atom when intensive, without AtomRef
-            n_atoms = len(self.atoms) if model.is_intensive else 1
-            energy = per_atom.sum() * n_atoms
-            positions_grad, strain_grad = torch.autograd.grad(
-                energy, [batch.atom_positions[0], batch.strains[0]]
-            )
-        if model.composition_model is not None:  # AtomRef: a constant for a given composition
-            energy = energy + model.composition_model([graph]).sum() * n_atoms
-        stress = (strain_grad / batch.volumes[0]).detach().cpu().numpy()
+        energy, forces, stress = energy_and_gradients(model, graph, len(self.atoms))
         self.results = {
-            "energy": float(energy.detach()),
-            "forces": -positions_grad.detach().cpu().numpy(),
-            "stress": full_3x3_to_voigt_6_stress(stress.astype(np.float64)),
+            "energy": energy,
+            "forces": forces,
+            "stress": full_3x3_to_voigt_6_stress(stress),
         }
         self.results["free_energy"] = self.results["energy"]
 
