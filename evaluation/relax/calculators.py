@@ -31,7 +31,7 @@ class MLFFUnavailable(RuntimeError):  # noqa: N818 - the name the pipeline docum
 
 
 # --- calculators ----------------------------------------------------------------------------
-_SEVENNET_SHIPPED = {"7net-0": "SEVENNET_0_11Jul2024", "7net-l3i5": "SEVENNET_l3i5"}
+_SEVENNET_MODELS = ("7net-0", "7net-l3i5")  # shipped inside the sevenn package
 _ALIASES = {
     **dict.fromkeys(("chgnet", "chgnet-0.3.0"), "chgnet"),
     **dict.fromkeys(("sevennet", "sevennet-0", "7net", "7net-0"), "7net-0"),
@@ -83,7 +83,7 @@ def load_calculator(name: str, device: str = "cpu") -> tuple[Calculator, str]:
         with _LOADING:
             if model == "chgnet":
                 loaded[key] = _load_chgnet(device)
-            elif model in _SEVENNET_SHIPPED:
+            elif model in _SEVENNET_MODELS:
                 loaded[key] = _load_sevennet(model, device)
             elif model.lower().startswith("matgl:"):
                 loaded[key] = _load_matgl(model.split(":", 1)[1], device)
@@ -141,10 +141,11 @@ class CHGNetInferenceCalculator(Calculator):
 
 
 def _load_sevennet(model: str, device: str) -> tuple[Calculator, str]:
-    from sevenn import _const
     from sevenn.calculator import SevenNetCalculator
 
-    checkpoint = getattr(_const, _SEVENNET_SHIPPED[model])
+    from evaluation.compat.sevenn import shipped_checkpoint
+
+    checkpoint = shipped_checkpoint(model)
     if not os.path.exists(checkpoint):  # sevenn would otherwise try to download it
         raise MLFFUnavailable(f"SevenNet checkpoint for {model} is missing at {checkpoint}")
     with warnings.catch_warnings():

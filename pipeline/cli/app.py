@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from types import ModuleType
 from typing import Annotated, Any
 
 import typer
@@ -18,6 +17,7 @@ from typer.core import TyperGroup
 
 from pipeline.cli import campaign, data, dft, evaluate, model, results, worker
 from pipeline.cli.common import EXIT_BAD_INPUT
+from pipeline.compat.typer import click_exceptions
 
 #: ``crystalforge --help`` lists commands in the order a user meets them.
 COMMAND_ORDER = (
@@ -109,22 +109,11 @@ app.add_typer(dft.dft_app, name="dft")
 app.add_typer(worker.worker_app, name="worker")
 
 
-def _click_exceptions() -> ModuleType:
-    """Click's exception classes as typer raises them: typer >= 0.20 vendors click as the
-    private ``typer._click`` (guarded; ``tests/pipeline/test_cli_errors.py`` checks the
-    one-line usage errors), older typer uses click itself."""
-    try:
-        from typer._click import exceptions
-    except ImportError:  # pragma: no cover - typer < 0.20
-        from click import exceptions
-    return exceptions
-
-
 def main() -> None:
     """The console entry point: ``app`` with usage errors (unknown option, bad choice) as one
     ``error:`` line naming the option, like every other bad input."""
     apply_process_defaults()
-    exceptions = _click_exceptions()
+    exceptions = click_exceptions()
     try:
         code = app(prog_name="crystalforge", standalone_mode=False)
     except exceptions.NoArgsIsHelpError as error:

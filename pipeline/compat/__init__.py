@@ -1,5 +1,5 @@
 """The only places the pipeline reaches into a library's internals or patches it, one module
-per library (:mod:`.fireworks`, :mod:`.jobflow`, :mod:`.maggma`, :mod:`.mongomock`).
+per library (:mod:`.fireworks`, :mod:`.jobflow`, :mod:`.maggma`, :mod:`.mongomock`, :mod:`.typer`).
 
 Each stays for a reason stock library API cannot serve (the module docstring says which) and
 checks the installed version against the range it was verified on

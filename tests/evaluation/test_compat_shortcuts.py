@@ -169,3 +169,18 @@ def test_one_pass_chgnet_gradients_equal_the_public_predict_graph():
         np.testing.assert_allclose(forces, public[1], atol=2e-4)
         np.testing.assert_allclose(stress, public[2], atol=2e-5)  # eV/Å³
         assert np.abs(stress).max() > 1e-3  # a real stress was compared
+
+
+# --------------------------------------------------------------------------- sevenn
+
+
+def test_shipped_sevennet_checkpoints_are_where_the_public_lookup_finds_them():
+    pytest.importorskip("sevenn")
+    from sevenn.util import pretrained_name_to_path
+
+    from evaluation.compat.sevenn import shipped_checkpoint
+
+    for model in ("7net-0", "7net-l3i5"):
+        path = shipped_checkpoint(model)
+        assert Path(path).is_file()  # shipped: the public lookup returns it, no download
+        assert path == pretrained_name_to_path(model)
