@@ -168,24 +168,52 @@ def _closest_distance(atoms: Atoms, cutoff: float) -> float | None:
     return float(distances.min()) if len(distances) else None
 
 
+def _unphysical(
+    n_atoms: int,
+    energy: float,
+    forces: np.ndarray,
+    volume: float,
+    closest: Callable[[], float | None],
+    e0_per_atom: float,
+    v0: float,
+    criteria: ExplosionCriteria,
+) -> str | None:
+    """Why a state of a relaxation is unphysical (it exploded), or None.
+
+    ``closest`` gives the shortest interatomic distance below ``criteria.min_distance`` (or
+    None); it is called last, as the dearest check. Shared with the batched engine
+    (:mod:`evaluation.relax.batched`), so both judge explosions alike.
+    """
+    if not (math.isfinite(energy) and np.all(np.isfinite(forces))):
+        return "non-finite energy or forces"
+    e_pa = energy / n_atoms
+    if abs(e_pa) > criteria.max_abs_energy_per_atom:
+        return f"absurd energy {e_pa:.1f} eV/atom"
+    if e_pa < e0_per_atom - criteria.max_energy_drop_per_atom:
+        return f"energy fell {e0_per_atom - e_pa:.1f} eV/atom below the start"
+    ratio = volume / v0
+    if not (1 / criteria.max_volume_factor <= ratio <= criteria.max_volume_factor):
+        return f"volume changed by a factor {ratio:.2f}"
+    distance = closest()
+    if distance is not None:
+        return f"atoms {distance:.2f} Å apart"
+    return None
+
+
 def _check_step(atoms: Atoms, e0_per_atom: float, v0: float, criteria: ExplosionCriteria) -> None:
     """Raise _ExplodedError when the current state of a relaxation is unphysical."""
-    n = len(atoms)
-    energy = atoms.get_potential_energy()  # cached by the calculator for these positions
-    forces = atoms.get_forces()
-    if not (math.isfinite(energy) and np.all(np.isfinite(forces))):
-        raise _ExplodedError("non-finite energy or forces")
-    e_pa = energy / n
-    if abs(e_pa) > criteria.max_abs_energy_per_atom:
-        raise _ExplodedError(f"absurd energy {e_pa:.1f} eV/atom")
-    if e_pa < e0_per_atom - criteria.max_energy_drop_per_atom:
-        raise _ExplodedError(f"energy fell {e0_per_atom - e_pa:.1f} eV/atom below the start")
-    ratio = atoms.get_volume() / v0
-    if not (1 / criteria.max_volume_factor <= ratio <= criteria.max_volume_factor):
-        raise _ExplodedError(f"volume changed by a factor {ratio:.2f}")
-    closest = _closest_distance(atoms, criteria.min_distance)
-    if closest is not None:
-        raise _ExplodedError(f"atoms {closest:.2f} Å apart")
+    reason = _unphysical(
+        len(atoms),
+        atoms.get_potential_energy(),  # cached by the calculator for these positions
+        atoms.get_forces(),
+        atoms.get_volume(),
+        lambda: _closest_distance(atoms, criteria.min_distance),
+        e0_per_atom,
+        v0,
+        criteria,
+    )
+    if reason is not None:
+        raise _ExplodedError(reason)
 
 
 class _FrechetCellFilter(FrechetCellFilter):

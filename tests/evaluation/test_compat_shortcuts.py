@@ -23,6 +23,7 @@ from pymatgen.io.cif import CifParser
 
 import evaluation.compat.chgnet as chgnet_compat
 import evaluation.compat.pymatgen as pymatgen_compat
+import evaluation.compat.sevenn as sevenn_compat
 from evaluation.compat import VerifiedRange, shortcut_allowed
 from evaluation.io.cif import parse_cif_block, split_cif_blocks
 from evaluation.matching.core import MatcherSettings, PairFitter, make_matcher
@@ -60,6 +61,8 @@ def public_pymatgen(monkeypatch):
 def test_the_installed_versions_are_the_verified_ones():
     assert pymatgen_compat.VERIFIED.mismatch() is None
     assert chgnet_compat.VERIFIED.mismatch() is None
+    assert sevenn_compat.VERIFIED.mismatch() is None
+    assert sevenn_compat.TORCH_SIM_VERIFIED.mismatch() is None
 
 
 def test_a_version_outside_the_range_or_a_missing_library_is_named():
@@ -171,6 +174,35 @@ def test_one_pass_chgnet_gradients_equal_the_public_predict_graph():
         assert np.abs(stress).max() > 1e-3  # a real stress was compared
 
 
+def test_batched_chgnet_gradients_equal_the_public_batched_predict_graph():
+    pytest.importorskip("chgnet")
+    from chgnet.model import CHGNet
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False).eval()
+    lco = Structure(
+        Lattice.from_parameters(2.9, 3.0, 14.0, 90, 92, 120),
+        ["Li", "Co", "O", "O"],
+        [[0, 0, 0.5], [0, 0, 0], [1 / 3, 2 / 3, 0.26], [2 / 3, 1 / 3, 0.74]],
+    )
+    si = Structure(Lattice.cubic(5.5), ["Si"] * 2, [[0, 0, 0], [0.25, 0.25, 0.25]])
+    structures = [s.perturb(0.1, seed=i) for i, s in enumerate([lco, si, lco])]
+    graphs = [model.graph_converter(structure) for structure in structures]
+    energies, forces, stresses = chgnet_compat.batched_energies_and_gradients(model, graphs)
+    public = chgnet_compat._public_batched(model, graphs)
+    np.testing.assert_allclose(energies.numpy(), public[0].numpy(), atol=1e-4)
+    np.testing.assert_allclose(forces.numpy(), public[1].numpy(), atol=2e-4)
+    np.testing.assert_allclose(stresses.numpy(), public[2].numpy(), atol=2e-5)  # eV/Å³
+    # and each crystal of the batch gets what it gets alone
+    start = 0
+    for i, (structure, graph) in enumerate(zip(structures, graphs, strict=True)):
+        alone = chgnet_compat.energy_and_gradients(model, graph, len(structure))
+        assert energies[i].item() == pytest.approx(alone[0], abs=1e-4)
+        np.testing.assert_allclose(forces[start : start + len(structure)], alone[1], atol=2e-4)
+        np.testing.assert_allclose(stresses[i], alone[2], atol=2e-5)
+        start += len(structure)
+
+
 # --------------------------------------------------------------------------- sevenn
 
 
@@ -184,3 +216,41 @@ def test_shipped_sevennet_checkpoints_are_where_the_public_lookup_finds_them():
         path = shipped_checkpoint(model)
         assert Path(path).is_file()  # shipped: the public lookup returns it, no download
         assert path == pretrained_name_to_path(model)
+
+
+def test_torch_sims_sevennet_interface_loads_beside_the_installed_sevenn():
+    """torch-sim 0.3.0's SevenNet interface imports a name sevenn 0.13 dropped; restored, it
+    gives what sevenn's own ASE calculator gives."""
+    pytest.importorskip("sevenn")
+    pytest.importorskip("torch_sim")
+    import torch
+    import torch_sim as ts
+    from ase.stress import voigt_6_to_full_3x3_stress
+    from sevenn.calculator import SevenNetCalculator
+    from sevenn.util import model_from_checkpoint
+
+    from evaluation.compat.sevenn import shipped_checkpoint, torchsim_sevennet_class
+
+    checkpoint = shipped_checkpoint("7net-0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        network, _ = model_from_checkpoint(checkpoint)
+        model = torchsim_sevennet_class()(network, device="cpu", dtype=torch.float32)
+        calc = SevenNetCalculator(model=checkpoint, device="cpu")
+    si = Structure(Lattice.cubic(5.5), ["Si"] * 2, [[0, 0, 0], [0.25, 0.25, 0.25]])
+    nacl = Structure(Lattice.cubic(5.6), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    structures = [s.perturb(0.1, seed=i) for i, s in enumerate([si, nacl])]
+    output = model(ts.io.structures_to_state(structures, torch.device("cpu"), torch.float32))
+    start = 0
+    for i, structure in enumerate(structures):
+        atoms = structure.to_ase_atoms()
+        atoms.calc = calc
+        n = len(structure)
+        assert output["energy"][i].item() == pytest.approx(atoms.get_potential_energy(), abs=1e-4)
+        np.testing.assert_allclose(
+            output["forces"][start : start + n], atoms.get_forces(), atol=1e-4
+        )
+        np.testing.assert_allclose(
+            output["stress"][i], voigt_6_to_full_3x3_stress(atoms.get_stress()), atol=1e-5
+        )
+        start += n
