@@ -37,10 +37,10 @@ from evaluation.relax.engine import (
     ExplosionCriteria,
     RelaxResult,
     StructureLike,
-    _input_problem,
-    _quiet_library_warnings,
-    _unpack,
-    _unphysical,
+    input_problem,
+    quiet_library_warnings,
+    structure_and_label,
+    unphysical_step,
 )
 from evaluation.relax.torchsim_models import torchsim_model
 
@@ -127,7 +127,7 @@ def relax_batched(
     criteria = criteria or ExplosionCriteria()
     jobs = []
     for index, item in enumerate(structures):
-        structure, label = _unpack(item, index)
+        structure, label = structure_and_label(item, index)
         result = RelaxResult(label=label, status="failed", level_of_theory=tag)
         jobs.append(_Job(index, structure, result))
     desc = progress if isinstance(progress, str) else f"relax {tag} (batched)"
@@ -146,7 +146,7 @@ def relax_batched(
     for job in jobs:
         job.start = time.perf_counter()
         try:
-            problem = _input_problem(job.structure, criteria)
+            problem = input_problem(job.structure, criteria)
         except Exception as exc:  # e.g. MemoryError on a pathological cell: this one only
             problem = f"input check failed: {type(exc).__name__}: {exc}"
         if problem:
@@ -157,7 +157,7 @@ def relax_batched(
     if waiting:
         budget = max_atoms or (CPU_MAX_ATOMS if ts_model.device.type == "cpu" else GPU_MAX_ATOMS)
         run = _BatchedFire(ts_model, fmax, max_steps, relax_cell, criteria, finish)
-        with _quiet_library_warnings():
+        with quiet_library_warnings():
             run.relax(waiting, budget)
     bar.close()
     return [job.result for job in jobs]
@@ -293,7 +293,7 @@ class _BatchedFire:
             closest = functools.partial(_closest, positions_i, cells[i], self.criteria.min_distance)
             status = "exploded"
             try:
-                reason = _unphysical(
+                reason = unphysical_step(
                     job.n_atoms, energy, forces_i, volume, closest,
                     job.e0_per_atom, job.v0, self.criteria,
                 )  # fmt: skip

@@ -115,7 +115,8 @@ class _ExplodedError(RuntimeError):
 
 
 # --- helpers ------------------------------------------------------------------------------
-def _unpack(item: StructureLike, index: int) -> tuple[Structure, str]:
+def structure_and_label(item: StructureLike, index: int) -> tuple[Structure, str]:
+    """The structure of a Structure or CrystalRecord and its label (the record's, or ``#index``)."""
     if isinstance(item, CrystalRecord):
         return item.structure, item.label
     if isinstance(item, Structure):
@@ -123,7 +124,7 @@ def _unpack(item: StructureLike, index: int) -> tuple[Structure, str]:
     raise TypeError(f"expected a pymatgen Structure or CrystalRecord, got {type(item).__name__}")
 
 
-def _input_problem(structure: Structure, criteria: ExplosionCriteria) -> str | None:
+def input_problem(structure: Structure, criteria: ExplosionCriteria) -> str | None:
     """Why a structure cannot be computed at all, or None."""
     if len(structure) == 0:
         return "empty structure"
@@ -168,7 +169,7 @@ def _closest_distance(atoms: Atoms, cutoff: float) -> float | None:
     return float(distances.min()) if len(distances) else None
 
 
-def _unphysical(
+def unphysical_step(
     n_atoms: int,
     energy: float,
     forces: np.ndarray,
@@ -202,7 +203,7 @@ def _unphysical(
 
 def _check_step(atoms: Atoms, e0_per_atom: float, v0: float, criteria: ExplosionCriteria) -> None:
     """Raise _ExplodedError when the current state of a relaxation is unphysical."""
-    reason = _unphysical(
+    reason = unphysical_step(
         len(atoms),
         atoms.get_potential_energy(),  # cached by the calculator for these positions
         atoms.get_forces(),
@@ -253,7 +254,7 @@ def _relax_one(
     start = time.perf_counter()
     result = RelaxResult(label=label, status="failed", level_of_theory=tag)
     try:
-        problem = _input_problem(structure, criteria)
+        problem = input_problem(structure, criteria)
     except Exception as exc:  # e.g. MemoryError on a pathological cell: this structure only
         problem = f"input check failed: {type(exc).__name__}: {exc}"
     if problem:
@@ -313,7 +314,7 @@ def _relax_one(
 
 # --- public: relax and single points ------------------------------------------------------
 @contextlib.contextmanager
-def _quiet_library_warnings() -> Iterator[None]:
+def quiet_library_warnings() -> Iterator[None]:
     """Silence two harmless warnings that would otherwise print at every step of every run."""
     with warnings.catch_warnings():
         # FrechetCellFilter's matrix logarithm reports round-off of ~1e-13.
@@ -364,13 +365,13 @@ def relax_structures(
     criteria = criteria or ExplosionCriteria()
     if optimizer not in _OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)}, got {optimizer!r}")
-    items = [_unpack(item, i) for i, item in enumerate(structures)]
+    items = [structure_and_label(item, i) for i, item in enumerate(structures)]
     settings = dict(fmax=fmax, max_steps=max_steps, relax_cell=relax_cell, optimizer=optimizer)
     results = []
     desc = progress if isinstance(progress, str) else f"relax {tag}"
     bar = tqdm(items, desc=desc, disable=not progress, unit="xtal")
     for index, (structure, label) in enumerate(bar):
-        with _quiet_library_warnings():
+        with quiet_library_warnings():
             result = _relax_one(structure, label, calc, tag, criteria=criteria, **settings)
         if not result.ok:
             logger.info("relaxation of %s %s: %s", label, result.status, result.reason)
@@ -397,11 +398,11 @@ def single_point(
     """
     calc, tag = load_calculator(model, device)
     batch_size = batch_size or (1 if device == "cpu" else 16)
-    items = [_unpack(item, i) for i, item in enumerate(structures)]
+    items = [structure_and_label(item, i) for i, item in enumerate(structures)]
     results: list[SinglePointResult | None] = [None] * len(items)
     todo = []
     for i, (structure, label) in enumerate(items):
-        problem = _input_problem(structure, ExplosionCriteria())
+        problem = input_problem(structure, ExplosionCriteria())
         if problem:
             results[i] = SinglePointResult(label, "failed", problem, level_of_theory=tag)
         else:
@@ -412,10 +413,10 @@ def single_point(
     step = batch_size if batched else 1
     for start in range(0, len(todo), step):
         chunk = todo[start : start + step]
-        with _quiet_library_warnings():
+        with quiet_library_warnings():
             outs = _chgnet_batch(calc, [items[i][0] for i in chunk]) if batched else None
         if outs is None:  # not batched, or one bad structure spoiled the batch
-            with _quiet_library_warnings():
+            with quiet_library_warnings():
                 outs = [_ase_single_point(calc, items[i][0]) for i in chunk]
         for i, out in zip(chunk, outs, strict=True):
             label, n = items[i][1], len(items[i][0])
