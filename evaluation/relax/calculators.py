@@ -92,12 +92,19 @@ def load_calculator(name: str, device: str = "cpu") -> tuple[Calculator, str]:
     return loaded[key]
 
 
-def _load_chgnet(device: str) -> tuple[Calculator, str]:
+def chgnet_model(device: str) -> tuple[Any, str]:
+    """The shipped CHGNet 0.3.0 model on ``device`` and its level-of-theory tag; both engines
+    (the ASE calculator here, the batched torch-sim interface) load it through this."""
     from chgnet.model import CHGNet
 
     with contextlib.redirect_stdout(io.StringIO()):  # CHGNet prints its device and size
         model = CHGNet.load(model_name="0.3.0", use_device=device, verbose=False)
-    return CHGNetInferenceCalculator(model, device), f"mlff:chgnet-{model.version or '0.3.0'}"
+    return model, f"mlff:chgnet-{model.version or '0.3.0'}"
+
+
+def _load_chgnet(device: str) -> tuple[Calculator, str]:
+    model, tag = chgnet_model(device)
+    return CHGNetInferenceCalculator(model, device), tag
 
 
 class CHGNetInferenceCalculator(Calculator):

@@ -14,8 +14,6 @@ and exponential keep their precision near the identity.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import warnings
 from typing import Any
@@ -26,7 +24,7 @@ from torch_sim.models.interface import ModelInterface
 from torch_sim.state import SimState
 
 from evaluation.compat.chgnet import batched_energies_and_gradients
-from evaluation.relax.calculators import MLFFUnavailable, canonical_model_name
+from evaluation.relax.calculators import MLFFUnavailable, canonical_model_name, chgnet_model
 
 #: The float type every model here reports in, and the optimiser's state therefore uses.
 STATE_DTYPE = torch.float64
@@ -141,11 +139,8 @@ def torchsim_model(name: str, device: str = "cpu") -> tuple[ModelInterface, str]
     """
     model = canonical_model_name(name)
     if model == "chgnet":
-        from chgnet.model import CHGNet
-
-        with contextlib.redirect_stdout(io.StringIO()):  # CHGNet prints its device and size
-            loaded = CHGNet.load(model_name="0.3.0", use_device=device, verbose=False)
-        return CHGNetModel(loaded, device), f"mlff:chgnet-{loaded.version or '0.3.0'}"
+        loaded, tag = chgnet_model(device)
+        return CHGNetModel(loaded, device), tag
     if model in ("7net-0", "7net-l3i5"):
         return _sevennet(model, device), f"mlff:sevennet-{model}"
     raise ValueError(

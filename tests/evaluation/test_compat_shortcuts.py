@@ -151,52 +151,52 @@ def test_cif_blocks_read_as_cifparser_reads_them(perov, verified, monkeypatch):
 # --------------------------------------------------------------------------- chgnet
 
 
-def test_one_pass_chgnet_gradients_equal_the_public_predict_graph():
+@pytest.fixture(scope="module")
+def chgnet():
+    """The shipped CHGNet 0.3.0, loaded once for the chgnet tests."""
     pytest.importorskip("chgnet")
     from chgnet.model import CHGNet
 
     with contextlib.redirect_stdout(io.StringIO()):
-        model = CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False).eval()
+        return CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False).eval()
+
+
+def _lco_and_si() -> tuple[Structure, Structure]:
     lco = Structure(
         Lattice.from_parameters(2.9, 3.0, 14.0, 90, 92, 120),
         ["Li", "Co", "O", "O"],
         [[0, 0, 0.5], [0, 0, 0], [1 / 3, 2 / 3, 0.26], [2 / 3, 1 / 3, 0.74]],
     )
     si = Structure(Lattice.cubic(5.5), ["Si"] * 2, [[0, 0, 0], [0.25, 0.25, 0.25]])
+    return lco, si
+
+
+def test_one_pass_chgnet_gradients_equal_the_public_predict_graph(chgnet):
+    lco, si = _lco_and_si()
     for i, structure in enumerate([lco, si]):
         structure = structure.perturb(0.1, seed=i)
-        graph = model.graph_converter(structure)
-        energy, forces, stress = chgnet_compat.energy_and_gradients(model, graph, len(structure))
-        public = chgnet_compat._public_energy_and_gradients(model, graph, len(structure))
+        graph = chgnet.graph_converter(structure)
+        energy, forces, stress = chgnet_compat.energy_and_gradients(chgnet, graph, len(structure))
+        public = chgnet_compat._public_energy_and_gradients(chgnet, graph, len(structure))
         assert energy == pytest.approx(public[0], abs=1e-4)
         np.testing.assert_allclose(forces, public[1], atol=2e-4)
         np.testing.assert_allclose(stress, public[2], atol=2e-5)  # eV/Å³
         assert np.abs(stress).max() > 1e-3  # a real stress was compared
 
 
-def test_batched_chgnet_gradients_equal_the_public_batched_predict_graph():
-    pytest.importorskip("chgnet")
-    from chgnet.model import CHGNet
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        model = CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False).eval()
-    lco = Structure(
-        Lattice.from_parameters(2.9, 3.0, 14.0, 90, 92, 120),
-        ["Li", "Co", "O", "O"],
-        [[0, 0, 0.5], [0, 0, 0], [1 / 3, 2 / 3, 0.26], [2 / 3, 1 / 3, 0.74]],
-    )
-    si = Structure(Lattice.cubic(5.5), ["Si"] * 2, [[0, 0, 0], [0.25, 0.25, 0.25]])
+def test_batched_chgnet_gradients_equal_the_public_batched_predict_graph(chgnet):
+    lco, si = _lco_and_si()
     structures = [s.perturb(0.1, seed=i) for i, s in enumerate([lco, si, lco])]
-    graphs = [model.graph_converter(structure) for structure in structures]
-    energies, forces, stresses = chgnet_compat.batched_energies_and_gradients(model, graphs)
-    public = chgnet_compat._public_batched(model, graphs)
+    graphs = [chgnet.graph_converter(structure) for structure in structures]
+    energies, forces, stresses = chgnet_compat.batched_energies_and_gradients(chgnet, graphs)
+    public = chgnet_compat._public_batched(chgnet, graphs)
     np.testing.assert_allclose(energies.numpy(), public[0].numpy(), atol=1e-4)
     np.testing.assert_allclose(forces.numpy(), public[1].numpy(), atol=2e-4)
     np.testing.assert_allclose(stresses.numpy(), public[2].numpy(), atol=2e-5)  # eV/Å³
     # and each crystal of the batch gets what it gets alone
     start = 0
     for i, (structure, graph) in enumerate(zip(structures, graphs, strict=True)):
-        alone = chgnet_compat.energy_and_gradients(model, graph, len(structure))
+        alone = chgnet_compat.energy_and_gradients(chgnet, graph, len(structure))
         assert energies[i].item() == pytest.approx(alone[0], abs=1e-4)
         np.testing.assert_allclose(forces[start : start + len(structure)], alone[1], atol=2e-4)
         np.testing.assert_allclose(stresses[i], alone[2], atol=2e-5)
