@@ -21,7 +21,8 @@ from pymatgen.core import Structure
 
 from evaluation.metrics.structure import rmsd
 from evaluation.paths import cache_dir
-from evaluation.relax.engine import RelaxResult, relax_structures
+from evaluation.relax.engine import RelaxResult
+from evaluation.relax.run import relax
 from flows.contracts import (
     Candidate,
     ShardOutput,
@@ -158,7 +159,7 @@ def relax_shard(
     bar = label or f"{stage} ({model})"
     resumed = f", {len(done)} already done before an interruption" if done else ""
     report(f"{bar}: {len(todo)} to relax{resumed}")
-    relax_structures(
+    relax(
         [structures[i] for i in todo],
         model=model,
         fmax=fmax,

@@ -28,7 +28,7 @@ from evaluation.io.crystals import atomic_output
 from evaluation.paths import cache_dir, reference_dir
 from evaluation.records import CrystalRecord
 from evaluation.relax.calculators import MLFFUnavailable, load_calculator
-from evaluation.relax.engine import relax_structures
+from evaluation.relax.run import relax
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def mlff_elemental_energies(
             if key not in entries:
                 pending.append((el, key, structure, mp_energy))
     if pending:
-        results = relax_structures(
+        results = relax(
             [p[2] for p in pending], model, fmax, max_steps, True, device=device, progress=progress
         )
         for (el, key, structure, mp_energy), res in zip(pending, results, strict=True):
@@ -273,7 +273,7 @@ def _relax_into_cache(
             desc="hull compounds",
         )
     else:
-        results = relax_structures(
+        results = relax(
             structures, model, fmax, max_steps, True, device=device, progress=progress
         )
         persist(list(range(len(keys))), results)

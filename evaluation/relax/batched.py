@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -33,6 +34,7 @@ from torch_sim.models.interface import ModelInterface
 from torch_sim.state import SimState, concatenate_states
 from tqdm.auto import tqdm
 
+from evaluation.relax.calculators import canonical_model_name
 from evaluation.relax.engine import (
     ExplosionCriteria,
     RelaxResult,
@@ -74,10 +76,18 @@ class _Job:
         return len(self.structure)
 
 
-@functools.cache
+#: Loaded models, per thread (as the ASE calculators of :mod:`evaluation.relax.calculators`):
+#: two rocket threads of one FireWorks worker never share a model's forward pass.
+_MODELS = threading.local()
+
+
 def _cached_model(name: str, device: str) -> tuple[ModelInterface, str]:
-    # a model holds no state between calls, so one per (name, device) serves every run
-    return torchsim_model(name, device)
+    """The torch-sim model for ``name`` on ``device``, loaded once per thread."""
+    key = (canonical_model_name(name), device)
+    loaded: dict[tuple[str, str], tuple[ModelInterface, str]] = _MODELS.__dict__
+    if key not in loaded:
+        loaded[key] = torchsim_model(name, device)
+    return loaded[key]
 
 
 def relax_batched(

@@ -44,7 +44,7 @@ _CALCULATORS = threading.local()
 # Loading is serialised: CHGNet's loader prints, and the process-wide stdout swap that silences
 # it, done by two threads at once, can leave stdout swallowed for good (a 2-thread worker's
 # report lines vanished when both its first shards loaded CHGNet together).
-_LOADING = threading.Lock()
+_LOADING = threading.RLock()  # re-entered: a calculator's loader loads its model
 
 
 def canonical_model_name(name: str) -> str:
@@ -93,13 +93,17 @@ def load_calculator(name: str, device: str = "cpu") -> tuple[Calculator, str]:
 
 
 def chgnet_model(device: str) -> tuple[Any, str]:
-    """The shipped CHGNet 0.3.0 model on ``device`` and its level-of-theory tag; both engines
-    (the ASE calculator here, the batched torch-sim interface) load it through this."""
-    from chgnet.model import CHGNet
+    """The shipped CHGNet 0.3.0 model on ``device`` and its level-of-theory tag, loaded once per
+    thread; both engines (the ASE calculator here, the batched torch-sim interface) use it."""
+    key = ("chgnet-model", device)
+    loaded: dict[tuple[str, str], tuple[Any, str]] = _CALCULATORS.__dict__
+    if key not in loaded:
+        from chgnet.model import CHGNet
 
-    with contextlib.redirect_stdout(io.StringIO()):  # CHGNet prints its device and size
-        model = CHGNet.load(model_name="0.3.0", use_device=device, verbose=False)
-    return model, f"mlff:chgnet-{model.version or '0.3.0'}"
+        with _LOADING, contextlib.redirect_stdout(io.StringIO()):  # it prints device and size
+            model = CHGNet.load(model_name="0.3.0", use_device=device, verbose=False)
+        loaded[key] = (model, f"mlff:chgnet-{model.version or '0.3.0'}")
+    return loaded[key]
 
 
 def _load_chgnet(device: str) -> tuple[Calculator, str]:

@@ -1,9 +1,10 @@
 """MLFF relaxations spread over worker processes, delivered chunk by chunk.
 
-One MLFF process uses one core best (``OMP_NUM_THREADS=1``), so a machine with ``n`` cores
-relaxes ``n`` structures at a time in ``n`` processes. Results arrive per chunk through a
-callback, so a long run (a training-set build, a 1,024-sample evaluation) can persist them as it
-goes and a killed run loses at most the chunks in flight.
+Each worker runs :func:`evaluation.relax.run.relax` (the batched engine for CHGNet and SevenNet)
+on one chunk of structures at a time, with one thread: on CPU, ``n`` single-threaded workers
+relax faster than one process with ``n`` threads (measured in ``benchmarks/prerelax.py``).
+Results arrive per chunk through a callback, so a long run (a training-set build, a 1,024-sample
+evaluation) can persist them as it goes and a killed run loses at most the chunks in flight.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from pymatgen.core import Structure
 from tqdm.auto import tqdm
 
 from evaluation.relax.calculators import load_calculator
-from evaluation.relax.engine import RelaxResult, relax_structures
+from evaluation.relax.engine import RelaxResult
+from evaluation.relax.run import is_batched, relax
+
+#: Structures per worker task on the batched engine: a chunk is one batch that fills, then
+#: drains as its structures converge (the tail runs nearly alone), so fewer, larger chunks
+#: keep it fuller.
+BATCHED_CHUNK = 32
+#: The same for the per-structure engine (matgl, MatterSim), where a chunk has no tail.
+SERIAL_CHUNK = 16
 
 #: ``on_chunk(indices, results)``: the input positions of a finished chunk and their results.
 ChunkCallback = Callable[[list[int], list[RelaxResult]], None]
@@ -56,11 +65,21 @@ def _init_worker(memory_limit: int | None = None) -> None:
 
 
 def _relax_chunk(structures: list[Structure], kwargs: dict[str, Any]) -> list[RelaxResult]:
-    return relax_structures(structures, progress=False, **kwargs)
+    return relax(structures, progress=False, **kwargs)
+
+
+def _check_model(model: str) -> None:
+    """Load ``model`` here once, so a missing one fails at once rather than in every worker."""
+    if is_batched(model):
+        from evaluation.relax.batched import _cached_model
+
+        _cached_model(model, "cpu")
+    else:
+        load_calculator(model)
 
 
 def _failed_chunk(indices: list[int], error: BaseException) -> list[RelaxResult]:
-    """Failures for a chunk whose worker raised or died (labels as ``relax_structures``'s)."""
+    """Failures for a chunk whose worker raised or died (labels as ``relax``'s)."""
     reason = f"relaxation worker failed: {type(error).__name__}: {error}"
     return [RelaxResult(label=f"#{i}", status="failed", reason=reason) for i in indices]
 
@@ -72,7 +91,7 @@ def relax_parallel(
     max_steps: int = 500,
     *,
     n_jobs: int = 1,
-    chunk_size: int = 16,
+    chunk_size: int | None = None,
     on_chunk: ChunkCallback | None = None,
     progress: bool = True,
     desc: str = "relax",
@@ -84,11 +103,13 @@ def relax_parallel(
     structures
         The crystals, in order.
     model, fmax, max_steps
-        As :func:`evaluation.relax.engine.relax_structures`.
+        As :func:`evaluation.relax.run.relax`.
     n_jobs
         Worker processes; 1 relaxes in this process (no pool).
     chunk_size
-        Structures per task: small enough to balance load and bound what a kill loses.
+        Structures per task: small enough to balance load and bound what a kill loses, large
+        enough to keep a batch full. Default: :data:`BATCHED_CHUNK` for a batched model,
+        :data:`SERIAL_CHUNK` otherwise.
     on_chunk
         Called in this process for every finished chunk, in completion order.
 
@@ -99,7 +120,8 @@ def relax_parallel(
     """
     if n_jobs < 1:
         raise ValueError(f"n_jobs must be at least 1, got {n_jobs}")
-    load_calculator(model)  # a missing model fails here, once, not in every worker
+    _check_model(model)
+    chunk_size = chunk_size or (BATCHED_CHUNK if is_batched(model) else SERIAL_CHUNK)
     kwargs = {"model": model, "fmax": fmax, "max_steps": max_steps}
     chunks = [
         list(range(start, min(start + chunk_size, len(structures))))
@@ -116,8 +138,19 @@ def relax_parallel(
         bar.update(len(indices))
 
     if n_jobs == 1 or len(chunks) <= 1:
-        for indices in chunks:
-            deliver(indices, _relax_chunk([structures[i] for i in indices], kwargs))
+        # one engine run over everything (one batch that never drains between chunks),
+        # delivered ``chunk_size`` finished results at a time
+        finished: list[tuple[int, RelaxResult]] = []
+
+        def collect(index: int, result: RelaxResult) -> None:
+            finished.append((index, result))
+            if len(finished) >= chunk_size:
+                deliver([i for i, _ in finished], [r for _, r in finished])
+                finished.clear()
+
+        relax(structures, progress=False, on_result=collect, **kwargs)
+        if finished:
+            deliver([i for i, _ in finished], [r for _, r in finished])
     else:
         # spawn: a forked torch process can deadlock on locks held by the parent's threads.
         context = multiprocessing.get_context("spawn")

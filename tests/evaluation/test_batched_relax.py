@@ -178,3 +178,36 @@ def test_positions_only_relaxations_agree_too(records):
     for single, batched_result in zip(one_by_one, batch, strict=True):
         assert batched_result.structure.volume == pytest.approx(single.structure.volume)  # kept
         assert batched_result.energy_per_atom == pytest.approx(single.energy_per_atom, abs=MEV)
+
+
+def test_the_project_entry_point_runs_batched_models_on_the_batched_engine(monkeypatch):
+    import evaluation.relax.engine as engine
+    from evaluation.relax.run import is_batched, relax
+
+    assert is_batched("CHGNet") and is_batched("sevennet") and is_batched("7net-l3i5")
+    assert not is_batched("mattersim") and not is_batched("matgl:M3GNet-MP-2021.2.8-PES")
+    with pytest.raises(ValueError, match="unknown MLFF 'chgnet2'"):
+        is_batched("chgnet2")
+
+    def per_structure(*args, **kwargs):
+        raise AssertionError("chgnet went through the per-structure engine")
+
+    monkeypatch.setattr(engine, "relax_structures", per_structure)
+    monkeypatch.setattr("evaluation.relax.run.relax_structures", per_structure)
+    finished = []
+    (result,) = relax(
+        [_nacl()], "chgnet", 0.1, 30, progress=False, on_result=lambda i, r: finished.append(i)
+    )
+    assert result.ok and finished == [0]
+
+
+def test_models_without_a_batched_interface_go_through_the_per_structure_engine(monkeypatch):
+    from evaluation.relax.run import relax
+
+    calls = []
+    monkeypatch.setattr(
+        "evaluation.relax.run.relax_structures",
+        lambda structures, model, *args, **kwargs: calls.append(model) or [],
+    )
+    assert relax([_nacl()], "mattersim", progress=False) == []
+    assert calls == ["mattersim"]

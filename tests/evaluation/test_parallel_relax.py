@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from evaluation.relax.engine import relax_structures
 from evaluation.relax.parallel import relax_parallel
+from evaluation.relax.run import relax
 
 
 def _crystals() -> list[Structure]:
@@ -29,7 +29,7 @@ def test_two_processes_match_one_and_report_every_chunk():
         on_chunk=lambda indices, results: delivered.extend(indices),
         progress=False,
     )
-    serial = relax_structures(structures, "chgnet", 0.1, 40, progress=False)
+    serial = relax(structures, "chgnet", 0.1, 40, progress=False)
     assert sorted(delivered) == list(range(len(structures)))
     assert [r.energy for r in parallel] == pytest.approx([r.energy for r in serial], abs=1e-5)
     assert [r.n_steps for r in parallel] == [r.n_steps for r in serial]
@@ -42,7 +42,7 @@ def test_a_bad_crystal_is_a_recorded_failure_not_an_error():
 
 
 def test_a_chunk_whose_worker_raises_fails_alone_and_the_run_goes_on():
-    # a non-structure makes relax_structures itself raise inside the worker, the way an
+    # a non-structure makes the engine itself raise inside the worker, the way an
     # unforeseen numpy error did in a 1,022-sample evaluation (and took all of it down)
     items = [_crystals()[0], "not a crystal", _crystals()[1]]
     results = relax_parallel(items, "chgnet", 0.1, 20, n_jobs=2, chunk_size=1, progress=False)
@@ -81,7 +81,7 @@ def test_prefetched_hull_compounds_are_not_relaxed_again(tmp_path, monkeypatch):
     mlff_hull_reference(
         "Au-Cu", records, "chgnet", elemental_polymorphs=1, progress=False, **settings
     )
-    monkeypatch.setattr(mlff_reference, "relax_structures", no_relaxation)
+    monkeypatch.setattr(mlff_reference, "relax", no_relaxation)
     hull = mlff_hull_reference(
         "Au-Cu", records, "chgnet", elemental_polymorphs=1, progress=False, **settings
     )

@@ -431,13 +431,13 @@ def test_a_campaign_killed_inside_a_shard_resumes_after_its_last_finished_relaxa
     assert 2 <= finished < 12, "the kill did not land inside the shard"
 
     relaxed_again = []
-    original = flows.relax.relax_structures
+    original = flows.relax.relax
 
     def counting(structures, **kwargs):
         relaxed_again.append(len(structures))
         return original(structures, **kwargs)
 
-    monkeypatch.setattr(flows.relax, "relax_structures", counting)
+    monkeypatch.setattr(flows.relax, "relax", counting)
     resumed = runner.invoke(app, args)
     assert resumed.exit_code == 0, resumed.output
     assert relaxed_again[0] == 12 - finished  # the journaled relaxations were not redone
