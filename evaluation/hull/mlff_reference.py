@@ -273,9 +273,7 @@ def _relax_into_cache(
             desc="hull compounds",
         )
     else:
-        results = relax(
-            structures, model, fmax, max_steps, True, device=device, progress=progress
-        )
+        results = relax(structures, model, fmax, max_steps, True, device=device, progress=progress)
         persist(list(range(len(keys))), results)
     return rows
 

@@ -6,6 +6,7 @@ shipped reference set uses: plain arrays, rebuilt into a ``Structure`` without a
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import math
@@ -58,6 +59,32 @@ def _plain_extxyz_value(value: Any) -> bool:
     return False
 
 
+#: Prefix of an extra-data value stored as base64 (see :func:`_encode_extra`).
+_BASE64 = "base64:"
+
+
+def _encode_extra(extra: dict[str, Any]) -> str:
+    """The JSON of ``extra`` as an extxyz info value that reads back unchanged.
+
+    ASE's extxyz writer escapes a value's quotes but not its backslashes, so any JSON escape
+    (``\\"`` of a quote in a string, ``\\u00c5`` of an Å, ``\\t``) came back garbled or lost
+    the whole entry. JSON without escapes goes as it is (readable); JSON that needs one (a quote,
+    a backslash or a control character in some string) goes as base64.
+    """
+    text = json.dumps(extra, sort_keys=True, default=json_default, ensure_ascii=False)
+    if "\\" not in text:
+        return text
+    # unpadded: an "=" would end the value for ASE's key=value parser
+    return _BASE64 + base64.b64encode(text.encode()).decode().rstrip("=")
+
+
+def _decode_extra(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_BASE64):
+        encoded = value[len(_BASE64) :]
+        return base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True).decode()
+    return value
+
+
 def record_to_atoms(record: CrystalRecord) -> Any:
     """An ASE ``Atoms`` carrying id, source, properties and energy (ordered structures only).
 
@@ -91,7 +118,7 @@ def record_to_atoms(record: CrystalRecord) -> Any:
     if record.energy_metadata:
         extra["energy_metadata"] = record.energy_metadata
     if extra:
-        atoms.info[EXTXYZ_EXTRA_KEY] = json.dumps(extra, sort_keys=True, default=json_default)
+        atoms.info[EXTXYZ_EXTRA_KEY] = _encode_extra(extra)
     if record.energy is not None:
         atoms.calc = SinglePointCalculator(atoms, energy=record.energy)
     return atoms
@@ -159,8 +186,8 @@ def _add_atoms(
     info = {key: to_builtin(value) for key, value in atoms.info.items()}
     extra: dict[str, Any] = {}
     try:
-        extra = json.loads(info.get(EXTXYZ_EXTRA_KEY, "{}"))
-    except (TypeError, json.JSONDecodeError):
+        extra = json.loads(_decode_extra(info.get(EXTXYZ_EXTRA_KEY, "{}")))
+    except (TypeError, ValueError):  # JSONDecodeError and a bad base64 are ValueErrors
         extra = {}  # not written by us; ignore it
     if not isinstance(extra, dict):
         extra = {}

@@ -15,13 +15,14 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from pipeline.cli import campaign, data, dft, evaluate, model, results, worker
+from pipeline.cli import campaign, data, dft, evaluate, model, relax, results, worker
 from pipeline.cli.common import EXIT_BAD_INPUT
 from pipeline.compat.typer import click_exceptions
 
 #: ``crystalforge --help`` lists commands in the order a user meets them.
 COMMAND_ORDER = (
-    "campaign", "results", "generate", "evaluate", "data", "train", "dft", "worker", "version"
+    "campaign", "results", "generate", "evaluate", "relax", "data", "train", "dft", "worker",
+    "version",
 )  # fmt: skip
 
 
@@ -97,6 +98,7 @@ def version() -> None:
 # The command tree. Top-level commands are listed in COMMAND_ORDER whatever the order here;
 # a group lists its commands in the order they are added.
 app.command()(evaluate.evaluate)
+app.command("relax")(relax.relax)
 app.add_typer(data.data_app, name="data")
 app.add_typer(campaign.campaign_app, name="campaign")
 app.add_typer(results.results_app, name="results")

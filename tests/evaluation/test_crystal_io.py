@@ -413,6 +413,18 @@ def test_extxyz_round_trip_keeps_provenance_properties_and_energy(tmp_path):
     assert again.records[1].energy is None
 
 
+@pytest.mark.parametrize(
+    "reason",
+    ["input has atoms 0.10 Å apart", 'a "quoted" word', "tab\there", "back\\slash", "line\nbreak"],
+)
+def test_extxyz_round_trip_keeps_strings_that_need_json_escapes(tmp_path, reason):
+    # ASE escapes a value's quotes but not its backslashes: an Å (\u00c5 in JSON) lost its
+    # backslash and a quote lost the whole entry, until such values went as base64
+    record = CrystalRecord(rocksalt(), "a", "s", {"reason": reason, "model": "mlff:chgnet-0.3.0"})
+    write_extxyz([record], tmp_path / "out.extxyz")
+    assert read_crystals(tmp_path / "out.extxyz").records[0].properties == record.properties
+
+
 def test_gzipped_extxyz_round_trip(tmp_path):
     records = [CrystalRecord(skewed_structure(), "a", "s", {"x": 1.0}, energy=-3.0)]
     write_extxyz(records, tmp_path / "out.xyz.gz")

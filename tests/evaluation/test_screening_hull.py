@@ -89,9 +89,9 @@ def test_an_mlff_without_a_known_energy_scale_is_refused():
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_chgnet_places_antifluorite_li2o_near_the_known_li2o_on_the_shipped_hull():
-    from evaluation.relax.engine import relax_structures
+    from evaluation.relax.run import relax
 
-    (relaxed,) = relax_structures([antifluorite_li2o()], "chgnet", 0.05, 200, progress=False)
+    (relaxed,) = relax([antifluorite_li2o()], "chgnet", 0.05, 200, progress=False)
     result = known_phase_hull().e_above_hull(
         relaxed.structure, relaxed.energy_per_atom, level_of_theory=relaxed.level_of_theory
     )

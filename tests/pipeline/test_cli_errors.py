@@ -91,6 +91,7 @@ def test_help_states_the_defaults_that_come_from_the_settings():
     [
         (["campaign", "run"], "Candidates sent to the final stage. [default: 8, or --config's]"),
         (["evaluate"], "Worker processes for relaxation and matching. [default: 1, or"),
+        (["relax"], "--model <chgnet|sevennet|7net-l3i5> The MLFF (its weights ship with the"),
     ],
 )
 def test_help_is_plain_text_within_80_columns_with_defaults(tmp_path, command, shown):
@@ -104,7 +105,7 @@ def test_help_is_plain_text_within_80_columns_with_defaults(tmp_path, command, s
 def test_top_level_help_lists_commands_in_the_order_a_user_meets_them(tmp_path):
     listed = crystalforge("--help", cwd=tmp_path).stdout.split("Commands:")[1].splitlines()
     names = [line.split()[0] for line in listed if line.startswith("  ") and line.strip()]
-    assert names[:4] == ["campaign", "results", "generate", "evaluate"]
+    assert names[:5] == ["campaign", "results", "generate", "evaluate", "relax"]
 
 
 @pytest.mark.parametrize(
