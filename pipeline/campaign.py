@@ -64,6 +64,12 @@ class CampaignConfig(SUNSettings):
     final_fmax: float = Field(0.05, gt=0)
     final_max_steps: int = Field(300, ge=1)
     shard_size: int = Field(32, ge=1)
+    relax_jobs: int = Field(
+        1,
+        ge=1,
+        exclude=True,  # how a campaign runs, not what it computes: not part of its id
+        description="worker processes per MLFF relaxation shard (CPU, single-machine runs)",
+    )
     seed: int = 0
     reference: str | None = None
     input: str | None = Field(None, description="crystal file for the 'file' generator")
@@ -129,6 +135,7 @@ class CampaignConfig(SUNSettings):
                 fmax=self.fmax,
                 max_steps=self.max_steps,
                 shard_size=self.shard_size,
+                n_jobs=self.relax_jobs,
             ),
             final=self._final_stage(),
             n_candidates=self.num_candidates,
@@ -157,6 +164,7 @@ class CampaignConfig(SUNSettings):
                 fmax=self.final_fmax,
                 max_steps=self.final_max_steps,
                 shard_size=self.shard_size,
+                n_jobs=self.relax_jobs,
             )
         maker = tasks_maker(self.engine, properties_to_tasks(self.properties), self.dft_settings)
         return DFTStageMaker(tasks_maker=maker, hull_entries=self.vasp_hull_entries)
