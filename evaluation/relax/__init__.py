@@ -1,4 +1,5 @@
-"""The relaxation engine every caller uses: MLFF calculators by name (:mod:`.calculators`),
-relaxations and single points with per-structure failures (:mod:`.engine`), spread over worker
-processes (:mod:`.parallel`); batched relaxations on torch-sim (:mod:`.batched`, its models in
-:mod:`.torchsim_models`)."""
+"""Relaxation. Every caller goes through :func:`evaluation.relax.run.relax`, which runs the
+batched torch-sim engine (:mod:`.batched`, its models in :mod:`.torchsim_models`) for MLFFs
+with a batched interface (CHGNet, SevenNet) and the per-structure ASE engine (:mod:`.engine`,
+which also does single points) for those without (matgl, MatterSim); :mod:`.parallel` spreads
+chunks over worker processes and :mod:`.calculators` loads an MLFF by name."""

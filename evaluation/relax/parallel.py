@@ -9,8 +9,12 @@ evaluation) can persist them as it goes and a killed run loses at most the chunk
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -34,6 +38,9 @@ SERIAL_CHUNK = 16
 ChunkCallback = Callable[[list[int], list[RelaxResult]], None]
 
 
+#: ``prctl`` option: the signal a process gets when its parent dies (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
+
 #: Address space one relaxation worker may use, as a share of physical memory split between
 #: the workers. A relaxation that blows up (a collapsing cell gives CHGNet a graph of millions
 #: of edges: one worker reached 23.5 GB and was killed by the kernel, taking the whole pool
@@ -50,7 +57,22 @@ def _memory_limit_bytes(n_jobs: int) -> int | None:
     return int(total * MEMORY_SHARE / max(1, n_jobs))
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to end this worker when the process that started it dies: a killed campaign
+    otherwise left its workers relaxing their chunks for minutes, with no one to take them."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # no usable libc: the worker simply outlives a kill
+        return
+    if os.getppid() == 1:  # the parent died before the request was made
+        os._exit(1)
+
+
 def _init_worker(memory_limit: int | None = None) -> None:
+    _die_with_parent()
     # Each worker owns one core; torch would otherwise start one thread per core in every worker.
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch

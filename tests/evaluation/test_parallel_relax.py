@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 from pymatgen.core import Lattice, Structure
 
@@ -128,3 +131,52 @@ def test_a_worker_that_dies_costs_only_its_own_chunk():
     results = relax_parallel(items, "chgnet", 0.1, 20, n_jobs=2, chunk_size=1, progress=False)
     assert [r.ok for r in results] == [True, False, True, True]
     assert "BrokenProcessPool" in results[1].reason
+
+
+def _start_pool_and_report_worker(path: str) -> None:
+    """Start a relaxation pool, write its worker's pid to ``path``, then hang (to be killed)."""
+    import multiprocessing
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+    from pathlib import Path
+
+    from evaluation.relax.parallel import _init_worker
+
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(1, mp_context=context, initializer=_init_worker)
+    Path(path).write_text(str(pool.submit(os.getpid).result()))
+    time.sleep(120)
+
+
+def test_workers_end_when_the_process_that_started_them_is_killed(tmp_path):
+    import multiprocessing
+    import signal
+    import time
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("parent-death signals are a Linux feature")
+    pid_file = tmp_path / "worker.pid"
+    parent = multiprocessing.get_context("spawn").Process(
+        target=_start_pool_and_report_worker, args=(str(pid_file),)
+    )
+    parent.start()
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    worker = int(pid_file.read_text())
+    os.kill(parent.pid, signal.SIGKILL)  # as the kernel's OOM killer or a user's kill -9
+    parent.join()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _alive(worker):
+        time.sleep(0.1)
+    assert not _alive(worker), "the worker outlived the killed process that started it"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (dead, not yet reaped by init) counts as gone
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(")")[-1].split()[0] != "Z"
