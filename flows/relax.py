@@ -238,9 +238,9 @@ class MLFFRelaxMaker(Maker):
     n_jobs
         Worker processes per shard (CPU), each relaxing its part of the shard as one batch;
         1 relaxes in the job's own process. Worth it where one process runs every job
-        (``run_locally``): two workers relax a shard ~1.9x faster on 2 cores, where torch's
-        second thread gains ~1.1x (``benchmarks/prerelax.py``). On FireWorks, parallelism
-        comes from the workers instead.
+        (``run_locally``): on 2 cores two CHGNet workers relax ~1.5x faster than one process
+        with one thread, ~1.3x faster than one with two (``benchmarks/prerelax.py``). On
+        FireWorks, parallelism comes from the workers instead.
     """
 
     name: str = "prerelax"

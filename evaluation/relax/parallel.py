@@ -1,8 +1,9 @@
 """MLFF relaxations spread over worker processes, delivered chunk by chunk.
 
 Each worker runs :func:`evaluation.relax.run.relax` (the batched engine for CHGNet and SevenNet)
-on one chunk of structures at a time, with one thread: on CPU, ``n`` single-threaded workers
-relax faster than one process with ``n`` threads (measured in ``benchmarks/prerelax.py``).
+on one chunk of structures at a time, with one thread. Measured in ``benchmarks/prerelax.py``
+on 2 cores: two CHGNet workers relax 1.3x faster than one process with two torch threads;
+SevenNet, whose tensor products use threads well, ties.
 Results arrive per chunk through a callback, so a long run (a training-set build, a 1,024-sample
 evaluation) can persist them as it goes and a killed run loses at most the chunks in flight.
 """
