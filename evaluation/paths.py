@@ -30,7 +30,7 @@ def reference_dir() -> Path:
 
 
 #: The generative-model checkpoint that ships with the project (see its model card).
-DEFAULT_CHECKPOINT_NAME = "checkpoints/crystalforge-small-v2.pt"
+DEFAULT_CHECKPOINT_NAME = "checkpoints/crystalforge-small-v3.pt"
 
 
 def default_checkpoint() -> Path:

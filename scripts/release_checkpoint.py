@@ -3,7 +3,7 @@ write its model card (data, size, steps, wall time, hardware, loss curves, evalu
 
     python scripts/release_checkpoint.py --run runs/small-v2 --dataset runs/dataset
         [--quality benchmarks/results/generation_quality.json] [--notes NOTES.md]
-        [--name crystalforge-small-v2]
+        [--name crystalforge-small-v3]
 
 Inputs: ``RUN/best.pt`` and ``RUN/history.json`` (``crystalforge train``), ``DATASET/report.json``
 (``crystalforge data build``), the generation-quality results (benchmarks/generation_quality.py)
@@ -214,7 +214,7 @@ def main() -> None:
         "--quality", type=Path, default=ROOT / "benchmarks/results/generation_quality.json"
     )
     parser.add_argument("--notes", type=Path, default=None)
-    parser.add_argument("--name", default="crystalforge-small-v2")
+    parser.add_argument("--name", default="crystalforge-small-v3")
     parser.add_argument("--out-dir", type=Path, default=CHECKPOINTS)
     parser.add_argument(
         "--sampling-steps", type=int, default=None, help="default sampling steps of the release"
