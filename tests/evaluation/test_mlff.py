@@ -158,7 +158,7 @@ def test_elemental_reference_cache_is_written_and_reused(tmp_path, monkeypatch) 
     def must_not_relax(*args, **kwargs):
         raise AssertionError("cached elemental energies were recomputed")
 
-    monkeypatch.setattr(mlff_reference, "relax_structures", must_not_relax)
+    monkeypatch.setattr(mlff_reference, "relax", must_not_relax)
     assert mlff_elemental_energies(["Au", "Cu"], "chgnet", n_polymorphs=1) == first
 
 
