@@ -81,7 +81,7 @@ class _Job:
 _MODELS = threading.local()
 
 
-def _cached_model(name: str, device: str) -> tuple[ModelInterface, str]:
+def loaded_model(name: str, device: str) -> tuple[ModelInterface, str]:
     """The torch-sim model for ``name`` on ``device``, loaded once per thread."""
     key = (canonical_model_name(name), device)
     loaded: dict[tuple[str, str], tuple[ModelInterface, str]] = _MODELS.__dict__
@@ -133,7 +133,7 @@ def relax_batched(
         One per input, in input order; ``wall_time_s`` is the time from entering the batch to
         leaving it. Failures are recorded, never raised.
     """
-    ts_model, tag = _cached_model(model, device)
+    ts_model, tag = loaded_model(model, device)
     criteria = criteria or ExplosionCriteria()
     jobs = []
     for index, item in enumerate(structures):

@@ -94,9 +94,9 @@ def _relax_chunk(structures: list[Structure], kwargs: dict[str, Any]) -> list[Re
 def _check_model(model: str) -> None:
     """Load ``model`` here once, so a missing one fails at once rather than in every worker."""
     if is_batched(model):
-        from evaluation.relax.batched import _cached_model
+        from evaluation.relax.batched import loaded_model
 
-        _cached_model(model, "cpu")
+        loaded_model(model, "cpu")
     else:
         load_calculator(model)
 

@@ -123,7 +123,7 @@ def test_a_relaxation_that_explodes_in_flight_is_recorded_for_that_structure_onl
 
 def test_a_structure_the_model_raises_on_fails_alone(records, monkeypatch):
     """An exception in a batched step is retried structure by structure: only the culprit fails."""
-    model, tag = batched._cached_model("chgnet", "cpu")
+    model, tag = batched.loaded_model("chgnet", "cpu")
 
     class RaisesOnCobalt(type(model)):
         def forward(self, state, **kwargs):
@@ -132,7 +132,7 @@ def test_a_structure_the_model_raises_on_fails_alone(records, monkeypatch):
             return super().forward(state, **kwargs)
 
     broken = RaisesOnCobalt(model.model, "cpu")
-    monkeypatch.setattr(batched, "_cached_model", lambda name, device: (broken, tag))
+    monkeypatch.setattr(batched, "loaded_model", lambda name, device: (broken, tag))
     results = relax_batched(records, max_steps=200, progress=False)
     assert [r.status for r in results] == ["ok", "ok", "failed", "failed"]
     assert results[3].reason == "RuntimeError: no cobalt here"
@@ -141,7 +141,7 @@ def test_a_structure_the_model_raises_on_fails_alone(records, monkeypatch):
 def test_the_atom_budget_caps_the_atoms_in_flight(records, both, monkeypatch):
     """With room for 8 atoms, Si (8) never shares a batch; the results do not depend on the
     company a structure keeps."""
-    model, tag = batched._cached_model("chgnet", "cpu")
+    model, tag = batched.loaded_model("chgnet", "cpu")
     seen = []
 
     class Counting(type(model)):
@@ -150,7 +150,7 @@ def test_the_atom_budget_caps_the_atoms_in_flight(records, both, monkeypatch):
             return super().forward(state, **kwargs)
 
     counting = Counting(model.model, "cpu")
-    monkeypatch.setattr(batched, "_cached_model", lambda name, device: (counting, tag))
+    monkeypatch.setattr(batched, "loaded_model", lambda name, device: (counting, tag))
     results = relax_batched(records, max_steps=200, max_atoms=8, progress=False)
     assert max(seen) == 8
     for alone, together in zip(results, both[1], strict=True):
