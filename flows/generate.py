@@ -201,6 +201,12 @@ class FileGeneratorMaker(Maker):
 class MatterGenGeneratorMaker(Maker):
     """Crystals sampled from a trained checkpoint, restricted to the chemical system's elements.
 
+    As the paper's chemical-system protocol does (D.4), a checkpoint fine-tuned on
+    ``chemical_system`` is conditioned on the campaign's system, and one tuned on
+    ``energy_above_hull`` on 0 eV/atom, with guidance ``guidance``; with no checkpoint named,
+    the shipped one tuned on both is used when it ships (else the unconditional default). The
+    element mask keeps every sample inside the system either way.
+
     Attributes
     ----------
     checkpoint
@@ -216,6 +222,8 @@ class MatterGenGeneratorMaker(Maker):
         ``cpu`` or ``cuda``; default: the GPU when the worker has one.
     category
         The FireWorks worker category the campaign gives this job.
+    guidance
+        Classifier-free guidance scale ``γ`` for a fine-tuned checkpoint (paper: 2).
     """
 
     checkpoint: str = ""
@@ -225,6 +233,7 @@ class MatterGenGeneratorMaker(Maker):
     seed: int = 0
     device: str | None = None
     category: str = "gpu"
+    guidance: float = 2.0
 
     @classmethod
     def from_settings(cls, settings: GeneratorSettings) -> MatterGenGeneratorMaker:
@@ -237,16 +246,40 @@ class MatterGenGeneratorMaker(Maker):
         from flows.generators.chemsys import parse_chemsys
         from flows.generators.mattergen import GENERATOR_NAME, generate_structures
 
+        checkpoint, conditions = chemical_system_conditions(self.checkpoint, chemsys)
         result = generate_structures(
-            self.checkpoint,
+            checkpoint,
             n_candidates,
             batch_size=self.batch_size,
             seed=self.seed,
             num_steps=self.num_steps,
             elements=parse_chemsys(chemsys),
             device=self.device,
+            conditions=conditions,
+            guidance=self.guidance,
         )
         return _candidates(result.records, GENERATOR_NAME)
+
+
+#: What the chemical-system protocol conditions on (D.4), in order of preference.
+CHEMSYS_PROPERTIES = ("chemical_system", "energy_above_hull")
+
+
+def chemical_system_conditions(checkpoint: str, chemsys: str) -> tuple[str, dict[str, str]]:
+    """The checkpoint to sample and its D.4 conditions for ``chemsys``: the system and
+    E_hull = 0, each where the checkpoint was tuned on it. An empty ``checkpoint`` picks the
+    shipped one tuned on both, else the unconditional default."""
+    from flows.generators.mattergen import checkpoint_for, checkpoint_path
+    from model.checkpoint import read_payload
+
+    if not checkpoint:
+        try:
+            checkpoint = str(checkpoint_for(frozenset(CHEMSYS_PROPERTIES)))
+        except ValueError:  # no such checkpoint ships: the unconditional one, element-masked
+            return "", {}
+    tuned = {raw["name"] for raw in read_payload(checkpoint_path(checkpoint)).get("properties", [])}
+    targets = {"chemical_system": chemsys, "energy_above_hull": "0"}
+    return checkpoint, {name: targets[name] for name in CHEMSYS_PROPERTIES if name in tuned}
 
 
 #: The generators a campaign can use, by the name its settings and the CLI give.

@@ -109,13 +109,26 @@ def same_architecture(a: ModelConfig, b: ModelConfig) -> bool:
     differ)."""
 
     def forward(config: ModelConfig) -> DiffusionConfig:
-        return replace(config.diffusion, sampling_steps=0)
+        return replace(config.diffusion, sampling_steps=0, type_temperature=1.0)
 
     return (a.network, forward(a), a.max_atoms) == (b.network, forward(b), b.max_atoms)
 
 
+#: Fields of the diffusion config that only change how a trained network is sampled.
+SAMPLING_FIELDS = ("sampling_steps", "type_temperature")
+
 #: What a released checkpoint keeps: enough to sample and to say where it came from.
-RELEASE_KEYS = ("format", "config", "state_dict", "step", "history", "statistics", "torch_version")
+RELEASE_KEYS = (
+    "format",
+    "config",
+    "state_dict",
+    "step",
+    "history",
+    "statistics",
+    "torch_version",
+    "properties",
+    "finetune",
+)
 
 
 def export_checkpoint(
@@ -127,14 +140,16 @@ def export_checkpoint(
     """Write ``source`` without its training state (optimizer, scheduler, RNG), adding
     ``provenance`` (data, hardware, wall time); the result samples but cannot resume.
 
-    ``diffusion`` may set sampling-only fields of the config (``sampling_steps``); anything
+    ``diffusion`` may set sampling-only fields of the config (``SAMPLING_FIELDS``); anything
     that would change the trained network is refused.
     """
     payload = read_payload(source)
     released = {key: payload[key] for key in RELEASE_KEYS if key in payload}
-    unknown = set(diffusion or {}) - {"sampling_steps"}
+    unknown = set(diffusion or {}) - set(SAMPLING_FIELDS)
     if unknown:
-        raise ValueError(f"only sampling_steps can change at release, not {sorted(unknown)}")
+        raise ValueError(
+            f"only {', '.join(SAMPLING_FIELDS)} can change at release, not {sorted(unknown)}"
+        )
     if diffusion:
         config = dict(released["config"])
         config["diffusion"] = {**config["diffusion"], **diffusion}

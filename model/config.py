@@ -25,6 +25,9 @@ class DiffusionConfig:
     # Default predictor steps when sampling; 0 samples on the training grid (num_steps). A
     # continuous-time model can sample on a coarser grid: fewer steps, faster, a little worse.
     sampling_steps: int = 0
+    # Default temperature of the type posterior when sampling (1 = the paper's sampler; a
+    # measured, switchable departure: see the model card).
+    type_temperature: float = 1.0
     coord_sigma_min: float = 0.01
     coord_sigma_max: float = 5.0
     lattice_beta_min: float = 0.1
@@ -34,7 +37,11 @@ class DiffusionConfig:
 
 @dataclass
 class NetworkConfig:
-    """GemNet-dT-style score network (A.8); ``condition_dim > 0`` adds the B44 adapters.
+    """GemNet-dT-style score network (A.8).
+
+    ``condition_dims`` adds B44's adapters, one set per conditioning property (its embedding
+    length each, in the order of the checkpoint's property list); ``condition_dim > 0`` is the
+    same for a single property.
 
     Departures from the paper's network, each measured and off by default so older checkpoints
     load unchanged (``benchmarks/model_ablation.py``):
@@ -61,6 +68,7 @@ class NetworkConfig:
     max_images: int = 4
     time_dim: int = 64
     condition_dim: int = 0
+    condition_dims: list[int] = field(default_factory=list)
     lattice_prior_score: bool = True
     crystal_context: bool = False
     neighbor_shells: bool = False
@@ -160,6 +168,7 @@ def _validate(config: ModelConfig) -> None:
         (config.max_atoms >= 1, "max_atoms must be ≥ 1"),
         (config.diffusion.num_steps >= 1, "diffusion.num_steps must be ≥ 1"),
         (config.diffusion.sampling_steps >= 0, "diffusion.sampling_steps must be ≥ 0"),
+        (config.diffusion.type_temperature > 0, "diffusion.type_temperature must be > 0"),
         (
             0 < config.diffusion.coord_sigma_min < config.diffusion.coord_sigma_max,
             "need 0 < diffusion.coord_sigma_min < diffusion.coord_sigma_max",
@@ -180,6 +189,14 @@ def _validate(config: ModelConfig) -> None:
         (config.network.max_neighbors >= 1, "network.max_neighbors must be ≥ 1"),
         (config.network.max_images >= 1, "network.max_images must be ≥ 1"),
         (config.network.avg_neighbors >= 0, "network.avg_neighbors must be ≥ 0"),
+        (
+            all(isinstance(d, int) and d >= 1 for d in config.network.condition_dims),
+            "network.condition_dims must be a list of positive integers",
+        ),
+        (
+            not (config.network.condition_dims and config.network.condition_dim),
+            "set network.condition_dims or network.condition_dim, not both",
+        ),
         (config.training.batch_size >= 1, "training.batch_size must be ≥ 1"),
         (config.training.learning_rate > 0, "training.learning_rate must be > 0"),
         (
@@ -192,15 +209,22 @@ def _validate(config: ModelConfig) -> None:
             raise ConfigError(message)
 
 
-def load_model_config(path: str | Path) -> ModelConfig:
-    """Read a model config YAML file (``configs/model/*.yaml``)."""
+def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """The mapping in the YAML file ``path``; ``what`` names it in errors ("model config")."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"model config {path} does not exist")
+        raise ConfigError(f"{what} {path} does not exist")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"model config {path} is not valid YAML: {error}") from None
-    return ModelConfig.from_dict(raw)
+        raise ConfigError(f"{what} {path} is not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} {path} must be a mapping")
+    return raw
+
+
+def load_model_config(path: str | Path) -> ModelConfig:
+    """Read a model config YAML file (``configs/model/*.yaml``)."""
+    return ModelConfig.from_dict(read_yaml_mapping(path, "model config"))

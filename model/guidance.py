@@ -33,12 +33,17 @@ def guided_score(
     t: Tensor,
     condition: Tensor | None = None,
     gamma: float = 2.0,
+    condition_mask: Tensor | None = None,
 ) -> ScoreOutput:
-    """The network's score at ``t``; guided by ``condition [B, d]`` with scale ``γ`` when given."""
+    """The network's score at ``t``; guided by ``condition [B, d]`` with scale ``γ`` when given.
+
+    ``condition_mask`` (``[B]`` or ``[B, P]``) marks the properties given; the unconditional
+    score has every property null.
+    """
     if condition is None:
         return network(batch, t)
     unconditional = network(batch, t)
     if gamma == 0:
         return unconditional
-    conditional = network(batch, t, condition=condition)
+    conditional = network(batch, t, condition=condition, condition_mask=condition_mask)
     return combine(conditional, unconditional, gamma)

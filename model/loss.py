@@ -22,6 +22,7 @@ from model.config import LossConfig
 from model.crystal import segment_sum
 from model.diffusion.joint import CrystalDiffusion, NoisyCrystals
 from model.network.gemnet import ScoreOutput
+from model.properties import ConditionBatch
 
 
 @dataclass
@@ -73,8 +74,10 @@ def loss_on_batch(
     batch,
     weights: LossConfig,
     generator: torch.Generator | None = None,
+    condition: ConditionBatch | None = None,
 ) -> LossTerms:
-    """Corrupt ``batch`` at uniformly drawn steps ``1..T`` and score the network on it."""
+    """Corrupt ``batch`` at uniformly drawn steps ``1..T`` and score the network on it
+    (conditioned on ``condition`` when given: fine-tuning, B.1)."""
     diffusion: CrystalDiffusion = network.diffusion
     step = torch.randint(
         1,
@@ -84,5 +87,10 @@ def loss_on_batch(
         device=batch.lattice.device,
     )
     noisy = diffusion.corrupt(batch, step, network.statistics.volume_per_atom, generator)
-    output = network(noisy.batch, noisy.t)
+    if condition is None:
+        output = network(noisy.batch, noisy.t)
+    else:
+        output = network(
+            noisy.batch, noisy.t, condition=condition.values, condition_mask=condition.present
+        )
     return diffusion_loss(output, noisy, diffusion, weights)

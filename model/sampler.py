@@ -27,6 +27,7 @@ from model.crystal import MASK_CLASS, CrystalBatch, classes_to_types, types_to_c
 from model.diffusion.lattice import symmetric_noise
 from model.guidance import guided_score
 from model.network.gemnet import ScoreNetwork
+from model.properties import ConditionBatch
 
 MIN_VOLUME_PER_ATOM = 0.1  # Å³: below this a sampled cell has collapsed
 MAX_VOLUME_PER_ATOM = 1000.0  # Å³: above this it has exploded (real crystals: ~5–60 Å³/atom)
@@ -34,13 +35,19 @@ MAX_VOLUME_PER_ATOM = 1000.0  # Å³: above this it has exploded (real crystals:
 
 @dataclass
 class SamplerSettings:
-    """Sampling parameters (D.1.3); ``num_steps=None`` uses the model's ``T``."""
+    """Sampling parameters (D.1.3); ``num_steps=None`` uses the model's ``T``.
+
+    ``type_temperature`` divides the (guided) type log-probabilities ``log p_θ(a_0 | ·)`` before
+    each reverse type step (1 = the paper's sampler; below 1 sharpens every atom's choice);
+    ``None`` takes the model's ``diffusion.type_temperature``.
+    """
 
     num_steps: int | None = None
     coord_snr: float = 0.4
     lattice_snr: float = 0.2
     corrector_steps: int = 1
     guidance_scale: float = 2.0
+    type_temperature: float | None = None
 
 
 @dataclass
@@ -104,20 +111,28 @@ def sample(
     num_atoms: Tensor,
     settings: SamplerSettings | None = None,
     generator: torch.Generator | None = None,
-    condition: Tensor | None = None,
+    condition: Tensor | ConditionBatch | None = None,
     allowed_classes: Tensor | None = None,
     progress: Callable[[int, int], None] | None = None,
+    fixed_types: Tensor | None = None,
 ) -> SampleResult:
     """Draw one crystal per entry of ``num_atoms [B]`` (on the network's device).
 
     Parameters
     ----------
     condition
-        ``[B, condition_dim]`` property embeddings for classifier-free guidance, or ``None``.
+        Embedded property targets for classifier-free guidance (a
+        :class:`~model.properties.ConditionBatch`, or a ``[B, condition_dim]`` tensor with every
+        property given), or ``None``.
     allowed_classes
         ``bool [K]``: species the sampler may place (default: those seen in training).
     progress
         Called as ``progress(step, total)`` after each step.
+    fixed_types
+        ``[Σ num_atoms]`` atomic numbers to keep (crystal-structure prediction: the composition
+        is given, coordinates and lattice are generated). The network sees them as the forward
+        process would show them at each ``t``: each atom revealed from a fixed time on, drawn
+        once (``keep(t) = 1 - t``), so its inputs stay those it was trained on.
     """
     settings = settings or SamplerSettings()
     diffusion = network.diffusion
@@ -140,24 +155,54 @@ def sample(
     )
     kept = torch.arange(num_atoms.shape[0], device=device)
     dropped: Counter[str] = Counter()
+    if isinstance(condition, Tensor):
+        condition = ConditionBatch(condition, torch.ones(condition.shape[0], 1, dtype=torch.bool))
+    if condition is not None:
+        if not network.condition_dims:
+            raise ValueError("this network has no conditioning adapters; it samples unconditioned")
+        condition = condition.to(device, dtype)
+        condition = ConditionBatch(
+            condition.values,
+            condition.present.expand(num_atoms.shape[0], len(network.condition_dims)),
+        )
+    reveal = None
+    if fixed_types is not None:
+        fixed_types = fixed_types.to(device)
+        if fixed_types.shape != (n_total,):
+            raise ValueError(f"fixed_types must have one entry per atom ({n_total})")
+        reveal = torch.rand(n_total, generator=generator, device=device, dtype=dtype)
 
     def drop(ok: Tensor, reason: str) -> None:
-        nonlocal batch, kept, condition
+        nonlocal batch, kept, condition, fixed_types, reveal
         if bool(ok.all()):
             return
         dropped[reason] += int((~ok).sum())
+        atoms_ok = ok[batch.batch]
         batch, kept = batch.select(ok), kept[ok]
         if condition is not None:
-            condition = condition[ok]
+            condition = condition.select(ok)
+        if fixed_types is not None:
+            fixed_types, reveal = fixed_types[atoms_ok], reveal[atoms_ok]
+
+    def shown_types(state: CrystalBatch, t_value: float) -> CrystalBatch:
+        if fixed_types is None:
+            return state
+        revealed = reveal < network.diffusion.types.keep(torch.tensor(t_value, dtype=dtype))
+        return state.replace(atomic_numbers=torch.where(revealed, fixed_types, 0))
 
     def score(state: CrystalBatch, t_value: float):
         t = torch.full((state.num_crystals,), t_value, device=device, dtype=dtype)
-        return guided_score(network, state, t, condition, settings.guidance_scale)
+        if condition is None:
+            return guided_score(network, state, t, None, settings.guidance_scale)
+        return guided_score(
+            network, state, t, condition.values, settings.guidance_scale, condition.present
+        )
 
     for step in range(total_steps, 0, -1):
         if batch.num_crystals == 0:
             break
         t_now, t_prev = step / total_steps, (step - 1) / total_steps
+        batch = shown_types(batch, t_now)
         out = score(batch, t_now)
         frac_score = out.fractional_coords(batch)
         drop_mask = _finite_crystals(batch, frac_score, out.type_logits, per_crystal=(out.lattice,))
@@ -165,8 +210,10 @@ def sample(
             drop(drop_mask, "non-finite")
             continue  # rescore the survivors at the same step
         batch = _predictor(
-            batch, out, frac_score, t_now, t_prev, network, volume_per_atom, allowed, generator
-        )
+            batch, out, frac_score, t_now, t_prev, network, volume_per_atom, allowed, generator,
+            settings.type_temperature or diffusion.type_temperature,
+        )  # fmt: skip
+        batch = shown_types(batch, t_prev)
         if t_prev > 0:
             for _ in range(settings.corrector_steps):
                 batch = _corrector(
@@ -189,7 +236,10 @@ def sample(
     return SampleResult(crystals=batch, sample_index=kept.cpu(), dropped=dict(dropped))
 
 
-def _predictor(batch, out, frac_score, t_now, t_prev, network, volume_per_atom, allowed, generator):
+def _predictor(
+    batch, out, frac_score, t_now, t_prev, network, volume_per_atom, allowed, generator,
+    type_temperature=1.0,
+):  # fmt: skip
     diffusion = network.diffusion
     device, dtype = batch.lattice.device, batch.lattice.dtype
     atom_batch = batch.batch
@@ -210,7 +260,7 @@ def _predictor(batch, out, frac_score, t_now, t_prev, network, volume_per_atom, 
     )
     lattice = 0.5 * (lattice + lattice.mT)
     classes = diffusion.types.reverse_step(
-        out.type_logits.to(dtype),
+        out.type_logits.to(dtype) / type_temperature,
         types_to_classes(batch.atomic_numbers),
         t[atom_batch],
         tp[atom_batch],

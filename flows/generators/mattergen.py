@@ -5,6 +5,11 @@ Reproducibility: atom counts are drawn once, up front, from the training distrib
 generator seeded by ``seed``; batch ``b`` is sampled with its own generator seeded from
 ``(seed, b)``. The same checkpoint, seed, batch size, step count and device therefore give the
 same crystals, whichever batches run before it.
+
+Steering (:func:`generate_structures`): property conditions with classifier-free guidance for a
+fine-tuned checkpoint (found by :func:`checkpoint_for` when none is named), an exact composition
+(types held fixed, coordinates and lattice generated), and an element mask that keeps a
+chemical-system condition from placing any other element.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import hashlib
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,8 +36,10 @@ __all__ = [
     "allowed_species",
     "batch_seed",
     "check_checkpoint",
+    "checkpoint_for",
     "checkpoint_path",
     "generate_structures",
+    "parse_composition",
     "parse_elements",
     "resolve_device",
 ]
@@ -147,6 +154,83 @@ def checkpoint_path(path: str | Path | None) -> Path:
     return Path(path) if path else default_checkpoint()
 
 
+def shipped_checkpoints() -> list[tuple[Path, tuple[str, ...]]]:
+    """Every checkpoint shipped in ``data/checkpoints`` with the properties it was tuned on."""
+    from evaluation.paths import data_dir
+    from model.checkpoint import CheckpointError, read_payload
+
+    found = []
+    for path in sorted((data_dir() / "checkpoints").glob("*.pt")):
+        try:
+            payload = read_payload(path)
+        except CheckpointError:
+            continue
+        names = tuple(raw["name"] for raw in payload.get("properties", []))
+        found.append((path, names))
+    return found
+
+
+def checkpoint_for(properties: set[str] | frozenset[str]) -> Path:
+    """The shipped checkpoint fine-tuned on ``properties`` (the one with the fewest others);
+    the default checkpoint when none is asked for.
+
+    Raises
+    ------
+    ValueError
+        No shipped checkpoint knows all of ``properties``; names what ships.
+    """
+    if not properties:
+        return checkpoint_path(None)
+    fitting = [
+        (len(names), path) for path, names in shipped_checkpoints() if properties <= set(names)
+    ]
+    if fitting:
+        return min(fitting)[1]
+    offered = sorted({name for _, names in shipped_checkpoints() for name in names})
+    raise ValueError(
+        f"no shipped checkpoint is fine-tuned on {', '.join(sorted(properties))} (shipped: "
+        f"{', '.join(offered) or 'none'}); fine-tune one with `crystalforge finetune` and pass "
+        "--checkpoint"
+    )
+
+
+def parse_composition(text: str, max_atoms: int) -> tuple[str, ...]:
+    """The species of one cell of ``text`` (``Li2CoO4`` → 7 symbols), for composition-fixed
+    sampling; the formula is the cell as written (``Li4Co2O8`` for two formula units).
+
+    Raises
+    ------
+    ValueError
+        An unreadable formula, fractional amounts, an element beyond Z = 100, or more atoms
+        than the model's cells hold.
+    """
+    from pymatgen.core import Composition, Element
+
+    from model.crystal import MAX_ATOMIC_NUMBER
+
+    try:
+        composition = Composition(text)
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{text!r} is not a chemical formula ({error})") from None
+    if not len(composition):
+        raise ValueError(f"{text!r} is not a chemical formula")
+    for element in composition:  # pymatgen reads unknown symbols as dummy species
+        if not isinstance(element, Element):
+            raise ValueError(f"{text!r}: {element.symbol!r} is not an element symbol")
+    species: list[str] = []
+    for element, amount in sorted(composition.items(), key=lambda item: item[0].Z):
+        if abs(amount - round(amount)) > 1e-6 or round(amount) < 1:
+            raise ValueError(f"{text!r}: {element} has a non-integer amount {amount:g}")
+        if element.Z > MAX_ATOMIC_NUMBER:
+            raise ValueError(f"{text!r}: the model places elements up to Z = {MAX_ATOMIC_NUMBER}")
+        species += [element.symbol] * int(round(amount))
+    if len(species) > max_atoms:
+        raise ValueError(
+            f"{text!r} has {len(species)} atoms; this model's cells hold at most {max_atoms}"
+        )
+    return tuple(species)
+
+
 def check_checkpoint(path: str | Path | None) -> None:
     """Raise a one-line ``ValueError`` unless ``path`` (default: the shipped checkpoint) is a
     readable CrystalForge checkpoint."""
@@ -169,6 +253,11 @@ def generate_structures(
     elements: tuple[str, ...] | list[str] | None = None,
     device: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    conditions: Mapping[str, str] | None = None,
+    guidance: float = 2.0,
+    composition: str | None = None,
+    element_mask: bool = True,
+    type_temperature: float | None = None,
 ) -> GenerationResult:
     """Sample ``num_samples`` crystals from ``checkpoint`` in batches of ``batch_size``.
 
@@ -186,6 +275,19 @@ def generate_structures(
         ``cpu`` or ``cuda``; default: the GPU when there is one.
     progress
         Called as ``progress(done, num_samples)`` after each batch.
+    conditions
+        Property targets as text, ``{"band_gap": "2.5..3.5", "chemical_system": "Li-Co-O"}``
+        (:func:`model.property_data.parse_target`); the checkpoint must be fine-tuned on each.
+    guidance
+        Classifier-free guidance scale ``γ`` (B45; the paper uses 2; 0 = unconditional).
+    composition
+        Keep the atom types of every sample fixed at this formula (one cell as written).
+    element_mask
+        With a ``chemical_system`` condition, forbid every other element in the type
+        posterior (no leakage); ``False`` leaves the condition to guidance alone.
+    type_temperature
+        Temperature of the type posterior; default: the checkpoint's
+        (``diffusion.type_temperature``).
 
     Raises
     ------
@@ -196,6 +298,7 @@ def generate_structures(
     """
     import torch
 
+    from flows.generators.steering import steering_plan
     from model.checkpoint import LoadedCheckpoint, load_checkpoint
     from model.sampler import SamplerSettings, sample
     from model.structures import batch_to_structures
@@ -208,34 +311,47 @@ def generate_structures(
         raise ValueError(f"num_atoms must be at least 1, got {num_atoms}")
     if num_steps is not None and num_steps < 1:
         raise ValueError(f"num_steps must be at least 1, got {num_steps}")
+    if guidance < 0:
+        raise ValueError(f"guidance must be at least 0, got {guidance}")
     target = resolve_device(device)
-    allowed = allowed_species(tuple(elements)) if elements else None
+    conditions = dict(conditions or {})
 
     if isinstance(checkpoint, LoadedCheckpoint):
         loaded = checkpoint
     else:
-        loaded = load_checkpoint(checkpoint_path(checkpoint), device=target)
+        path = checkpoint if checkpoint else checkpoint_for(frozenset(conditions))
+        loaded = load_checkpoint(checkpoint_path(path), device=target)
     network = loaded.network
+    plan = steering_plan(loaded, conditions, composition, num_atoms, elements, element_mask)
     steps = num_steps or loaded.config.diffusion.sampling_steps or loaded.config.diffusion.num_steps
     started = time.perf_counter()
-    if num_atoms is None:
-        counts = network.statistics.sample_num_atoms(
-            num_samples, torch.Generator().manual_seed(seed % 2**63)
-        ).cpu()
+    count_generator = torch.Generator().manual_seed(seed % 2**63)
+    if plan.num_atoms is not None:
+        counts = torch.full((num_samples,), plan.num_atoms, dtype=torch.long)
+    elif plan.atom_counts is not None:
+        counts = plan.atom_counts(num_samples, count_generator)
     else:
-        counts = torch.full((num_samples,), num_atoms, dtype=torch.long)
+        counts = network.statistics.sample_num_atoms(num_samples, count_generator).cpu()
 
-    settings = SamplerSettings(num_steps=steps)
+    temperature = type_temperature or loaded.config.diffusion.type_temperature
+    if temperature <= 0:
+        raise ValueError(f"type_temperature must be positive, got {temperature}")
+    settings = SamplerSettings(
+        num_steps=steps, guidance_scale=guidance, type_temperature=temperature
+    )
     records: list[CrystalRecord] = []
     dropped: Counter[str] = Counter()
     for batch_index, start in enumerate(range(0, num_samples, batch_size)):
         generator = torch.Generator(device=target).manual_seed(batch_seed(seed, batch_index))
+        batch_counts = counts[start : start + batch_size]
         result = sample(
             network,
-            counts[start : start + batch_size].to(target),
+            batch_counts.to(target),
             settings,
             generator=generator,
-            allowed_classes=allowed,
+            condition=plan.condition(len(batch_counts)),
+            allowed_classes=plan.allowed,
+            fixed_types=plan.fixed_types(len(batch_counts)),
         )
         dropped.update(result.dropped)
         structures = batch_to_structures(result.crystals) if result.crystals.num_crystals else []
@@ -251,7 +367,9 @@ def generate_structures(
                         "checkpoint": str(loaded.path),
                         "seed": seed,
                         "steps": steps,
+                        "type_temperature": temperature,
                         "index": index,
+                        **plan.provenance(guidance),
                     },
                 )
             )

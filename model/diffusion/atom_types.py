@@ -127,5 +127,12 @@ class AbsorbingTypeDiffusion:
         log_p0 = guided_log_probs if guided_log_probs is not None else type_logits
         log_p0 = self.clean_log_probs(log_p0, allowed)
         probs = self.posterior_probs(types_t, log_p0.exp(), t, t_prev)
+        # An unmasked atom keeps its type (absorbing process: the posterior is a point mass on
+        # a_t). Its computed posterior is that point mass too, unless the model gives a_t so
+        # little mass that it underflows to 0 and the row cannot be sampled.
+        unmasked = types_t != MASK_CLASS
+        probs[unmasked] = torch.nn.functional.one_hot(types_t[unmasked], NUM_CLASSES).to(
+            probs.dtype
+        )
         drawn = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         return drawn

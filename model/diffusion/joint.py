@@ -44,6 +44,7 @@ class CrystalDiffusion:
     def __init__(self, config: DiffusionConfig) -> None:
         self.num_steps = config.num_steps
         self.sampling_steps = config.sampling_steps
+        self.type_temperature = config.type_temperature
         self.coords = WrappedNormalVE(config.coord_sigma_min, config.coord_sigma_max)
         self.lattice = SymmetricLatticeVP(
             config.lattice_beta_min,

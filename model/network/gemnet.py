@@ -139,15 +139,22 @@ class ScoreNetwork(nn.Module):
         self.type_head = nn.Linear(hidden, NUM_CLASSES, bias=False)  # W of A31
         if network.crystal_context:
             self.contexts = nn.ModuleList(CrystalContext(hidden) for _ in range(network.num_layers))
-        if network.condition_dim > 0:
+        self.condition_dims = condition_dims(network)
+        if self.condition_dims:
+            # per property p and layer l: adapters[p][l] (2-layer MLP) and mixins[p][l]
             self.adapters = nn.ModuleList(
-                _mlp(network.condition_dim, hidden, hidden) for _ in range(network.num_layers)
+                nn.ModuleList(_mlp(dim, hidden, hidden) for _ in range(network.num_layers))
+                for dim in self.condition_dims
             )
             self.mixins = nn.ModuleList(
-                nn.Linear(hidden, hidden, bias=False) for _ in range(network.num_layers)
+                nn.ModuleList(
+                    nn.Linear(hidden, hidden, bias=False) for _ in range(network.num_layers)
+                )
+                for _ in self.condition_dims
             )
-            for mixin in self.mixins:
-                nn.init.zeros_(mixin.weight)  # B44: the adapters start as the identity
+            for per_layer in self.mixins:
+                for mixin in per_layer:
+                    nn.init.zeros_(mixin.weight)  # B44: the adapters start as the identity
 
     def forward(
         self,
@@ -158,8 +165,9 @@ class ScoreNetwork(nn.Module):
     ) -> ScoreOutput:
         """Scores at diffusion time ``t [B]``.
 
-        ``condition [B, condition_dim]`` is an embedded property ``g``; ``condition_mask [B]``
-        marks which crystals have one (False = null condition = unconditional score).
+        ``condition [B, Σ condition_dims]`` holds the embedded properties ``g_p`` side by side;
+        ``condition_mask`` (``[B]``, or ``[B, P]`` per property) marks which are given (False =
+        null condition: that property's adapters add nothing, B44's indicator).
         """
         num_atoms_total = batch.atomic_numbers.shape[0]
         atom_batch = batch.batch
@@ -211,11 +219,7 @@ class ScoreNetwork(nn.Module):
             if self.config.crystal_context:
                 atoms = self.contexts[index](atoms, batch)
             if gates is not None:
-                atoms = (
-                    atoms
-                    + self.mixins[index](self.adapters[index](condition))[atom_batch]
-                    * gates[atom_batch]
-                )
+                atoms = atoms + self._property_messages(index, condition, gates)[atom_batch]
             atoms, edges, force, phi = layer(
                 atoms, edges, graph, radial, (trip.outer, trip.inner), triplet_features
             )
@@ -266,18 +270,43 @@ class ScoreNetwork(nn.Module):
         eye = torch.eye(3, device=batch.lattice.device, dtype=dtype)
         return -(symmetric - mu[:, None, None] * eye) / variance[:, None, None]
 
+    def _property_messages(self, layer: int, condition: Tensor, gates: Tensor) -> Tensor:
+        """``Σ_p f_mixin(f_adapter(g_p)) · 1(p given)`` per crystal at ``layer`` (B44)."""
+        total, start = None, 0
+        for prop, dim in enumerate(self.condition_dims):
+            g = condition[:, start : start + dim]
+            start += dim
+            message = self.mixins[prop][layer](self.adapters[prop][layer](g)) * gates[:, prop, None]
+            total = message if total is None else total + message
+        return total
+
     def _condition_gates(
         self, condition: Tensor | None, condition_mask: Tensor | None, num_crystals: int
     ) -> Tensor | None:
         if condition is None:
             return None
-        if self.config.condition_dim == 0:
-            raise ValueError("this network has no conditioning adapters (condition_dim = 0)")
-        if condition.shape != (num_crystals, self.config.condition_dim):
+        if not self.condition_dims:
+            raise ValueError("this network has no conditioning adapters (condition_dims empty)")
+        width = sum(self.condition_dims)
+        if condition.shape != (num_crystals, width):
             raise ValueError(
-                f"condition must be [{num_crystals}, {self.config.condition_dim}], "
-                f"got {tuple(condition.shape)}"
+                f"condition must be [{num_crystals}, {width}], got {tuple(condition.shape)}"
             )
+        num_properties = len(self.condition_dims)
         if condition_mask is None:
             condition_mask = torch.ones(num_crystals, dtype=torch.bool, device=condition.device)
-        return condition_mask.to(condition.dtype)[:, None]  # the indicator of B44
+        if condition_mask.dim() == 1:
+            condition_mask = condition_mask[:, None].expand(num_crystals, num_properties)
+        if condition_mask.shape != (num_crystals, num_properties):
+            raise ValueError(
+                f"condition_mask must be [{num_crystals}] or [{num_crystals}, {num_properties}], "
+                f"got {tuple(condition_mask.shape)}"
+            )
+        return condition_mask.to(condition.dtype)  # the indicator of B44, per property
+
+
+def condition_dims(network: NetworkConfig) -> list[int]:
+    """Embedding lengths of the properties a network is conditioned on, in order."""
+    if network.condition_dims:
+        return list(network.condition_dims)
+    return [network.condition_dim] if network.condition_dim > 0 else []

@@ -15,13 +15,14 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from pipeline.cli import campaign, data, dft, evaluate, model, relax, results, worker
+from pipeline.cli import campaign, data, dft, evaluate, finetune, model, relax, results, worker
 from pipeline.cli.common import EXIT_BAD_INPUT
 from pipeline.compat.typer import click_exceptions
 
 #: ``crystalforge --help`` lists commands in the order a user meets them.
 COMMAND_ORDER = (
-    "campaign", "results", "generate", "evaluate", "relax", "data", "train", "dft", "worker",
+    "campaign", "results", "generate", "evaluate", "relax", "data", "train", "finetune", "dft",
+    "worker",
     "version",
 )  # fmt: skip
 
@@ -105,7 +106,9 @@ app.add_typer(results.results_app, name="results")
 app.command()(version)
 data.data_app.command("tensors")(model.data_tensors)  # after info, convert, build-reference
 data.data_app.command("build")(model.data_build)
+data.data_app.command("labels")(model.data_labels)
 app.command("train")(model.train)
+app.command("finetune")(finetune.finetune)
 app.command("generate")(model.generate)
 app.add_typer(dft.dft_app, name="dft")
 app.add_typer(worker.worker_app, name="worker")

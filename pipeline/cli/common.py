@@ -7,6 +7,7 @@ are imported inside the functions that need them, so ``--help`` stays fast.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +18,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from evaluation.records import ReadResult
+    from model.train import TrainResult
     from pipeline.launchpad import LaunchPadLocation
     from pipeline.store import ResultsStore
 
@@ -146,3 +150,70 @@ def launchpad_location(text: str) -> LaunchPadLocation:
         return LaunchPadLocation.parse(text)
     except LaunchPadError as error:
         raise fail(str(error)) from None
+
+
+class Device(StrEnum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+DeviceOption = Annotated[
+    Device | None, typer.Option(help="cpu or cuda (default: the GPU when there is one).")
+]
+
+
+def chosen_device(requested: Device | None):
+    """The torch device of a ``--device`` option; an unusable one exits 2."""
+    from flows.generators.mattergen import resolve_device
+
+    try:
+        return resolve_device(requested.value if requested else None)
+    except ValueError as error:
+        raise fail(f"--device: {error}") from None
+
+
+def write_json(path: Path, payload: dict) -> None:
+    from evaluation.io.crystals import atomic_output
+
+    with atomic_output(path) as handle:
+        handle.write(json.dumps(payload, indent=2) + "\n")
+
+
+def run_and_report(run: Callable[[], TrainResult], out: Path, about: dict) -> None:
+    """Run a training (or fine-tuning) call, turning its errors into one line, then write
+    ``out/history.json`` and print the summary (:func:`report_training`)."""
+    from model.checkpoint import CheckpointError
+    from model.config import ConfigError
+    from model.data import DatasetError
+
+    try:
+        result = run()
+    except (ConfigError, DatasetError, CheckpointError, ValueError) as error:
+        raise fail(str(error)) from None
+    except OSError as error:
+        raise fail(f"cannot write to {out}: {error}") from None
+    report_training(result, out, about)
+
+
+def report_training(result: TrainResult, out: Path, about: dict) -> None:
+    """Write ``out/history.json`` (``about`` + how training ended) and print a summary."""
+    best = result.best_validation
+    write_json(
+        out / "history.json",
+        {
+            **about,
+            "step": result.step,
+            "best_validation": best,
+            "skipped_steps": result.skipped_steps,
+            "wall_seconds": result.wall_seconds,
+            "last_checkpoint": str(result.last_checkpoint),
+            "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
+            "history": result.history,
+        },
+    )
+    typer.echo(f"last checkpoint  {result.last_checkpoint}")
+    typer.echo(f"best checkpoint  {result.best_checkpoint or 'none (no finite validation loss)'}")
+    typer.echo(f"steps            {result.step} (skipped non-finite: {result.skipped_steps})")
+    typer.echo(f"best validation  {'n/a' if best is None else f'{best:.4f}'}")
+    typer.echo(f"wall time        {result.wall_seconds:.1f} s")
+    typer.echo(f"history          {out / 'history.json'}")

@@ -1,5 +1,5 @@
-"""The model's commands: ``crystalforge data tensors``, ``data build``, ``train`` and
-``generate`` (added to the app and its ``data`` group by :mod:`pipeline.cli.app`).
+"""The model's commands: ``crystalforge data tensors``, ``data build``, ``data labels``,
+``train`` and ``generate`` (added to the app and its ``data`` group by :mod:`pipeline.cli.app`).
 
 Bad input (config, data, checkpoint, device, paths) becomes one line on stderr and exit code 2;
 checkpoints, tensor files and sample files are written atomically, so a failure never leaves a
@@ -8,29 +8,24 @@ half-written file in place of a good one.
 
 from __future__ import annotations
 
-import json
 import time
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pipeline.cli.common import bad_input_errors, fail, read_input
+from pipeline.cli.common import (
+    DeviceOption,
+    bad_input_errors,
+    chosen_device,
+    fail,
+    read_input,
+    run_and_report,
+)
 
 if TYPE_CHECKING:
     from evaluation.records import ReadResult
     from model.data import CrystalTensors
-
-
-class Device(StrEnum):
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-DeviceOption = Annotated[
-    Device | None, typer.Option(help="cpu or cuda (default: the GPU when there is one).")
-]
 
 
 def _read(path: Path) -> ReadResult:
@@ -39,15 +34,6 @@ def _read(path: Path) -> ReadResult:
         return read_input(path)
     except bad_input_errors() as error:
         raise fail(str(error)) from None
-
-
-def _device(requested: Device | None):
-    from flows.generators.mattergen import resolve_device
-
-    try:
-        return resolve_device(requested.value if requested else None)
-    except ValueError as error:
-        raise fail(f"--device: {error}") from None
 
 
 def _to_tensors(path: Path, max_atoms: int) -> CrystalTensors:
@@ -146,11 +132,83 @@ def data_build(
     typer.echo(f"wrote {out / 'dataset.pt'}, {out / 'labels.csv.gz'}, {out / 'report.json'}")
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    from evaluation.io.crystals import atomic_output
+def data_labels(
+    build_dir: Annotated[
+        Path, typer.Argument(help="A `data build` folder (dataset.pt, labels.csv.gz, ...).")
+    ],
+    properties: Annotated[
+        str,
+        typer.Option(
+            "--property",
+            help="Comma-separated: chemical_system, space_group, energy_above_hull, hhi, "
+            "band_gap, magnetic_density, bulk_modulus.",
+        ),
+    ],
+    model: Annotated[
+        str, typer.Option(help="MLFF of magnetic_density (CHGNet only) and bulk_modulus.")
+    ] = "chgnet",
+    jobs: Annotated[int, typer.Option(min=1, help="Worker processes for the MLFF properties.")] = 1,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Compute at most this many new crystals per MLFF property (a fixed "
+            "pseudo-random sample; rerun to extend it; 0: write the files from the cache).",
+        ),
+    ] = None,
+) -> None:
+    """Label every crystal of a training set with properties, for fine-tuning.
 
-    with atomic_output(path) as handle:
-        handle.write(json.dumps(payload, indent=2) + "\n")
+    Writes BUILD_DIR/properties.csv.gz (id + one column per property, empty = unlabelled) and
+    BUILD_DIR/properties.json (unit, level of theory, source, counts). Computed labels are
+    cached in BUILD_DIR/properties-cache.jsonl: an interrupted run resumes.
+    """
+    from tqdm.auto import tqdm
+
+    from evaluation.relax.calculators import MLFFUnavailable
+    from model.property_labels import label_properties, resolve_properties
+
+    try:  # every check before any work or file
+        names = resolve_properties(properties)
+    except ValueError as error:
+        raise fail(f"--property: {error}") from None
+    if not build_dir.is_dir():
+        raise fail(f"{build_dir}: no such build folder")
+    if not (build_dir / "dataset.pt").is_file():
+        raise fail(f"{build_dir}: no dataset.pt (run `crystalforge data build` first)")
+    bars: dict[str, tqdm] = {}
+
+    def progress(name: str, done: int, total: int) -> None:
+        if name not in bars:
+            bars[name] = tqdm(total=total, desc=name, unit="xtal", initial=done)
+        else:
+            bars[name].update(done - bars[name].n)
+        if done >= total:
+            bars[name].close()
+
+    try:
+        run = label_properties(
+            build_dir, names, model=model, n_jobs=jobs, limit=limit, progress=progress
+        )
+    except (*bad_input_errors(), MLFFUnavailable, ValueError) as error:
+        raise fail(str(error)) from None
+    except OSError as error:
+        raise fail(f"cannot write to {build_dir}: {error}") from None
+    finally:
+        for bar in bars.values():
+            bar.close()
+    for name, summary in run.summaries.items():
+        top = next(iter(summary.reasons), "")
+        how = (
+            "looked up"
+            if summary.origin == "lookup"
+            else f"{summary.computed} computed, {summary.from_cache} cached"
+        )
+        typer.echo(
+            f"{name:>18}: {summary.labelled} labelled, {summary.unlabelled} unlabelled "
+            f"({how}, {summary.wall_s:.1f} s)" + (f"; most common gap: {top}" if top else "")
+        )
+    typer.echo(f"wrote {run.csv_path} and {run.json_path} ({run.n_crystals} crystals)")
 
 
 def _check_resume(resume: Path, settings) -> None:
@@ -186,7 +244,6 @@ def train(
     device: DeviceOption = None,
 ) -> None:
     """Train (or resume training) the score network; writes checkpoints and history.json."""
-    from model.checkpoint import CheckpointError
     from model.config import ConfigError, load_model_config
     from model.data import CrystalTensors, DatasetError
     from model.train import train as run_training
@@ -204,7 +261,7 @@ def train(
         )
     if resume is not None:
         _check_resume(resume, settings)
-    target = _device(device)
+    target = chosen_device(device)
     if not data.exists():
         raise fail(f"--data: no such file or folder: {data}")
     if data.suffix == ".pt":
@@ -218,8 +275,8 @@ def train(
         f"training {settings.name} on {len(tensors)} crystals from {data} on {target}"
         + (f", resuming from {resume}" if resume else "")
     )
-    try:
-        result = run_training(
+    run_and_report(
+        lambda: run_training(
             settings,
             tensors,
             out,
@@ -227,14 +284,8 @@ def train(
             max_steps=max_steps,
             device=str(target),
             log=typer.echo,
-        )
-    except (ConfigError, DatasetError, CheckpointError, ValueError) as error:
-        raise fail(str(error)) from None
-    except OSError as error:
-        raise fail(f"cannot write to {out}: {error}") from None
-    best = result.best_validation
-    _write_json(
-        out / "history.json",
+        ),
+        out,
         {
             "config": str(config),
             "model": settings.name,
@@ -242,21 +293,8 @@ def train(
             "num_crystals": len(tensors),
             "device": str(target),
             "resumed_from": str(resume) if resume else None,
-            "step": result.step,
-            "best_validation": best,
-            "skipped_steps": result.skipped_steps,
-            "wall_seconds": result.wall_seconds,
-            "last_checkpoint": str(result.last_checkpoint),
-            "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
-            "history": result.history,
         },
     )
-    typer.echo(f"last checkpoint  {result.last_checkpoint}")
-    typer.echo(f"best checkpoint  {result.best_checkpoint or 'none (no finite validation loss)'}")
-    typer.echo(f"steps            {result.step} (skipped non-finite: {result.skipped_steps})")
-    typer.echo(f"best validation  {'n/a' if best is None else f'{best:.4f}'}")
-    typer.echo(f"wall time        {result.wall_seconds:.1f} s")
-    typer.echo(f"history          {out / 'history.json'}")
 
 
 def generate(
@@ -279,11 +317,48 @@ def generate(
     ] = None,
     elements: Annotated[str | None, typer.Option(help="Only these species, e.g. Li,Co,O.")] = None,
     device: DeviceOption = None,
+    condition: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Property target, repeatable: chemical_system=Li-Co-O, space_group=225, "
+            "band_gap=3.0, band_gap=2.5..3.5, bulk_modulus>=300 (a fine-tuned checkpoint; "
+            "the shipped one tuned on these is found when --checkpoint is left out)."
+        ),
+    ] = None,
+    guidance: Annotated[
+        float, typer.Option(min=0.0, help="Classifier-free guidance scale (paper: 2).")
+    ] = 2.0,
+    composition: Annotated[
+        str | None,
+        typer.Option(help="Keep every sample at this cell composition, e.g. Li2CoO4."),
+    ] = None,
+    element_mask: Annotated[
+        bool,
+        typer.Option(help="With a chemical_system condition, never place another element."),
+    ] = True,
+    type_temperature: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            help="Temperature of the atom-type posterior (default: the checkpoint's; "
+            "1 = the paper's sampler).",
+        ),
+    ] = None,
 ) -> None:
-    """Sample crystals from a trained checkpoint and write them as extxyz with provenance."""
+    """Sample crystals from a trained checkpoint and write them as extxyz with provenance.
+
+    Steer with --condition (fine-tuned checkpoints), --composition (any checkpoint) or
+    --elements."""
     from evaluation.io.crystals import write_extxyz
-    from flows.generators.mattergen import checkpoint_path, generate_structures, parse_elements
+    from flows.generators.mattergen import (
+        checkpoint_for,
+        checkpoint_path,
+        generate_structures,
+        parse_elements,
+    )
+    from flows.generators.steering import steering_plan
     from model.checkpoint import CheckpointError, load_checkpoint
+    from model.property_data import LabelError, split_condition
 
     if out.suffix.lower() not in (".extxyz", ".xyz"):
         raise fail(f"--out must end in .extxyz, got {out}")
@@ -295,11 +370,31 @@ def generate(
             species = parse_elements(elements)
         except ValueError as error:
             raise fail(f"--elements: {error}") from None
-    target = _device(device)
+    conditions: dict[str, str] = {}
+    for text in condition or []:
+        try:
+            name, value = split_condition(text)
+        except LabelError as error:
+            raise fail(str(error)) from None
+        if name in conditions:
+            raise fail(f"--condition {name} is given twice")
+        conditions[name] = value
+    target = chosen_device(device)
     try:
-        loaded = load_checkpoint(checkpoint_path(checkpoint), device=target)
+        path = checkpoint if checkpoint else checkpoint_for(frozenset(conditions))
+    except ValueError as error:
+        raise fail(f"--condition: {error}") from None
+    try:
+        loaded = load_checkpoint(checkpoint_path(path), device=target)
     except CheckpointError as error:
         raise fail(str(error)) from None
+    try:  # every steering option is checked before sampling starts
+        steering_plan(loaded, conditions, composition, num_atoms, species, element_mask)
+    except ValueError as error:
+        message = str(error)
+        if composition is not None and "--" not in message[:20]:
+            message = f"--composition: {message}"
+        raise fail(message) from None
     if num_atoms is not None and num_atoms > loaded.config.max_atoms:
         raise fail(
             f"--num-atoms {num_atoms}: this model was trained on cells of at most "
@@ -334,6 +429,11 @@ def generate(
             elements=species,
             device=str(target),
             progress=progress,
+            conditions=conditions,
+            guidance=guidance,
+            composition=composition,
+            element_mask=element_mask,
+            type_temperature=type_temperature,
         )
     except CheckpointError as error:
         raise fail(str(error)) from None
@@ -351,6 +451,12 @@ def generate(
         else f"no samples survived; {out} not written"
     )
     typer.echo(f"dropped          {result.num_dropped}" + (f" ({dropped})" if dropped else ""))
+    typer.echo(f"checkpoint       {loaded.path.name}")
+    if conditions:
+        targets = ", ".join(f"{name}={value}" for name, value in conditions.items())
+        typer.echo(f"conditions       {targets} (guidance {guidance:g})")
+    if composition:
+        typer.echo(f"composition      {composition} (atom types held fixed)")
     typer.echo(f"steps            {result.num_steps} on {result.device}")
     typer.echo(f"wall time        {result.wall_seconds:.1f} s")
     typer.echo(f"throughput       {result.samples_per_second:.3f} samples/s")

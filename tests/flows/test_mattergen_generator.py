@@ -115,3 +115,87 @@ def test_campaign_run_with_mattergen_checks_the_checkpoint_first(
     assert result.exit_code == 2, result.output
     assert expected in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------- conditioned campaign generator
+
+
+@pytest.fixture(scope="module")
+def chemsys_checkpoint(tiny_checkpoint, tmp_path_factory):
+    """The tiny model fine-tuned for 2 steps on chemical_system and energy_above_hull."""
+    import torch
+
+    from model.data import CrystalTensors
+    from model.finetune import FinetuneSettings, PropertyLabels, finetune
+    from model.properties import PropertyKind, PropertySpec
+
+    data = CrystalTensors(
+        atomic_numbers=torch.tensor([3, 8, 3, 3, 8, 8]),
+        frac_coords=torch.rand(6, 3, generator=torch.Generator().manual_seed(0)),
+        lattice=torch.diag_embed(torch.full((2, 3), 4.0)),
+        num_atoms=torch.tensor([2, 4]),
+        ids=["a", "b"],
+    )
+    labels = [
+        PropertyLabels(
+            PropertySpec("chemical_system", PropertyKind.chemical_system), [frozenset({3, 8})] * 2
+        ),
+        PropertyLabels(
+            PropertySpec("energy_above_hull", PropertyKind.scalar, std=0.02, high=0.1), [0.0, 0.05]
+        ),
+    ]
+    out = tmp_path_factory.mktemp("chemsys-ft")
+    settings = FinetuneSettings(batch_size=2, max_steps=2, validate_every=2, checkpoint_every=2)
+    return finetune(
+        tiny_checkpoint, data, labels, out, settings, log=lambda _: None
+    ).last_checkpoint
+
+
+def test_a_campaign_conditions_a_chemical_system_checkpoint_on_its_system_and_the_hull(
+    chemsys_checkpoint,
+):
+    from flows.generate import chemical_system_conditions
+
+    checkpoint, conditions = chemical_system_conditions(str(chemsys_checkpoint), "Li-O")
+    assert checkpoint == str(chemsys_checkpoint)
+    assert conditions == {"chemical_system": "Li-O", "energy_above_hull": "0"}  # paper D.4
+    maker = MatterGenGeneratorMaker(checkpoint=str(chemsys_checkpoint), num_steps=6, seed=1)
+    job = maker.make("Li-O", 3)
+    store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
+    run_locally(job, store=store, ensure_success=True, log=False)
+    candidates = store.get_output(job.uuid)
+    assert candidates
+    for candidate in candidates:
+        provenance = candidate["provenance"]
+        assert provenance["conditions"] == conditions and provenance["guidance"] == 2.0
+        assert provenance["element_mask"] is True
+        assert {el.symbol for el in Structure.from_dict(candidate["structure"]).composition} <= {
+            "Li",
+            "O",
+        }
+
+
+def test_an_unconditional_checkpoint_gets_no_conditions(tiny_checkpoint):
+    from flows.generate import chemical_system_conditions
+
+    assert chemical_system_conditions(str(tiny_checkpoint), "Li-O") == (str(tiny_checkpoint), {})
+
+
+def test_with_no_checkpoint_named_the_shipped_chemical_system_model_is_picked(
+    chemsys_checkpoint, tmp_path, monkeypatch
+):
+    import shutil
+
+    from flows.generate import chemical_system_conditions
+    from flows.generators.mattergen import checkpoint_for
+
+    shipped = tmp_path / "data" / "checkpoints"
+    shipped.mkdir(parents=True)
+    monkeypatch.setenv("CRYSTALFORGE_DATA", str(tmp_path / "data"))
+    assert chemical_system_conditions("", "Li-O") == ("", {})  # none ships: unconditional
+    shutil.copy(chemsys_checkpoint, shipped / "tuned.pt")
+    checkpoint, conditions = chemical_system_conditions("", "Li-O")
+    assert checkpoint == str(shipped / "tuned.pt") and "chemical_system" in conditions
+    assert checkpoint_for(frozenset({"chemical_system"})) == shipped / "tuned.pt"
+    with pytest.raises(ValueError, match="no shipped checkpoint is fine-tuned on band_gap"):
+        checkpoint_for(frozenset({"band_gap"}))

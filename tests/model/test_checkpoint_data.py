@@ -292,7 +292,7 @@ def test_a_conditional_network_round_trips_with_its_adapters(tmp_path):
     config = tiny_config(condition_dim=4)
     network = build_network(config, seed=1, double=False)
     with torch.no_grad():
-        for mixin in network.mixins:
+        for mixin in [m for per_layer in network.mixins for m in per_layer]:
             mixin.weight.normal_()
     path = save_checkpoint(tmp_path / "cond.pt", network, config, step=1)
     loaded = load_checkpoint(path).network

@@ -157,6 +157,19 @@ def conditional():
     return network, batch, t, condition
 
 
+def all_mixins(network):
+    return [mixin for per_layer in network.mixins for mixin in per_layer]
+
+
+def randomise_mixins(network, seed):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mixin in all_mixins(network):
+            mixin.weight.copy_(
+                0.3 * torch.randn(mixin.weight.shape, generator=generator, dtype=torch.float64)
+            )
+
+
 def outputs_equal(a, b):
     for name in ("coords", "lattice", "type_logits"):
         torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=0, atol=0)
@@ -164,9 +177,10 @@ def outputs_equal(a, b):
 
 def test_a_freshly_built_conditional_network_ignores_its_condition(conditional):
     network, batch, t, condition = conditional
-    assert len(network.adapters) == len(network.layers) == len(network.mixins)
-    assert all(mixin.bias is None for mixin in network.mixins)
-    assert all(float(mixin.weight.detach().abs().max()) == 0 for mixin in network.mixins)
+    assert len(network.adapters) == len(network.mixins) == 1  # one property
+    assert len(network.adapters[0]) == len(network.layers) == len(network.mixins[0])
+    assert all(mixin.bias is None for mixin in all_mixins(network))
+    assert all(float(mixin.weight.detach().abs().max()) == 0 for mixin in all_mixins(network))
     with torch.no_grad():
         plain = network(batch, t)
         outputs_equal(network(batch, t, condition=condition), plain)
@@ -178,12 +192,8 @@ def test_a_conditional_network_is_the_unconditional_one_where_the_condition_is_n
     network, batch, t, condition = conditional
     trained = build_network(tiny_config(condition_dim=4), seed=8)
     trained.load_state_dict(network.state_dict())
-    generator = torch.Generator().manual_seed(2)
+    randomise_mixins(trained, seed=2)
     with torch.no_grad():
-        for mixin in trained.mixins:
-            mixin.weight.copy_(
-                0.3 * torch.randn(mixin.weight.shape, generator=generator, dtype=torch.float64)
-            )
         plain = trained(batch, t)
         outputs_equal(plain, network(batch, t))  # the mix-ins only act through a condition
         conditioned = trained(batch, t, condition=condition)
@@ -209,6 +219,31 @@ def test_a_conditional_network_is_the_unconditional_one_where_the_condition_is_n
         torch.testing.assert_close(
             mixed.lattice[mask], conditioned.lattice[mask], rtol=1e-12, atol=1e-12
         )
+
+
+def test_each_property_has_its_own_adapters_and_a_null_property_adds_nothing():
+    network = build_network(tiny_config(condition_dims=[4, 3]), seed=8)
+    randomise_mixins(network, seed=5)
+    batch = random_batch(seed=11, num_atoms=(3, 2, 4))
+    t = random_times(batch.num_crystals, seed=3)
+    both = torch.randn(3, 7, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    only_first = torch.tensor([[True, False]] * 3)
+    # the same network with the second property's mix-ins removed
+    without_second = build_network(tiny_config(condition_dims=[4, 3]), seed=8)
+    without_second.load_state_dict(network.state_dict())
+    with torch.no_grad():
+        for mixin in without_second.mixins[1]:
+            mixin.weight.zero_()
+        masked = network(batch, t, condition=both, condition_mask=only_first)
+        outputs_equal(masked, without_second(batch, t, condition=both))
+        # the second property's embedding is ignored when it is null
+        other = both.clone()
+        other[:, 4:] = 7.0
+        outputs_equal(network(batch, t, condition=other, condition_mask=only_first), masked)
+        # and it changes the scores when given
+        given = network(batch, t, condition=both)
+        assert not torch.allclose(given.coords, masked.coords)
+    assert [len(a[0][0].weight[0]) for a in network.adapters] == [4, 3]
 
 
 def test_a_condition_of_the_wrong_shape_or_for_an_unconditional_network_is_rejected(conditional):

@@ -42,7 +42,7 @@ def guided_setup():
     network = build_network(tiny_config(condition_dim=4), seed=21)
     generator = torch.Generator().manual_seed(3)
     with torch.no_grad():
-        for mixin in network.mixins:
+        for mixin in [m for per_layer in network.mixins for m in per_layer]:
             mixin.weight.copy_(
                 0.3 * torch.randn(mixin.weight.shape, generator=generator, dtype=F64)
             )
