@@ -103,7 +103,13 @@ def model_card(
         "about 10x more parameters).",
         f"- Sampling: {diffusion['sampling_steps'] or diffusion['num_steps']} predictor-corrector "
         f"steps by default (trained on the T = {diffusion['num_steps']} grid; `--steps 1000` "
-        "samples on it), atom counts from the training distribution.",
+        "samples on it), atom counts from the training distribution"
+        + (
+            f"; atom types drawn at temperature {diffusion.get('type_temperature', 1.0):g} "
+            "(`--type-temperature 1` is the paper's sampler; see the goals below)."
+            if diffusion.get("type_temperature", 1.0) != 1.0
+            else "."
+        ),
         "",
         "## Training data",
         f"Built by `crystalforge data build` ({', '.join(dataset['sources'])}); every energy is "
@@ -220,6 +226,12 @@ def main() -> None:
         "--sampling-steps", type=int, default=None, help="default sampling steps of the release"
     )
     parser.add_argument(
+        "--type-temperature",
+        type=float,
+        default=None,
+        help="default temperature of the type posterior when sampling (1 = the paper's)",
+    )
+    parser.add_argument(
         "--hardware", default=f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads"
     )
     args = parser.parse_args()
@@ -239,6 +251,8 @@ def main() -> None:
         "hardware": str(run["hardware"]),
     }
     overrides = {"sampling_steps": args.sampling_steps} if args.sampling_steps else {}
+    if args.type_temperature is not None:
+        overrides["type_temperature"] = args.type_temperature
     export_checkpoint(args.run / "best.pt", checkpoint, provenance, diffusion=overrides)
     size_mb = checkpoint.stat().st_size / 1e6
     if size_mb > MAX_MEGABYTES:
