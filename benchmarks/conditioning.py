@@ -2,7 +2,7 @@
 
     python benchmarks/conditioning.py [--chemsys-checkpoint CKPT] [--systems Li-Co-O,Sr-Ti-O]
         [--scalar-checkpoint CKPT --property hhi --targets "<=1500" "1500..3000" ">=6000"]
-        [--samples 32] [--steps N] [--jobs 2] [--sun] [--work runs/conditioning]
+        [--samples 32] [--steps N] [--jobs 2] [--sun-systems Li-Co-O] [--work runs/conditioning]
 
 Chemical system (paper D.4, MatterGen issues #96/#117): for each target system, ``--samples``
 crystals from each arm:
@@ -14,7 +14,8 @@ crystals from each arm:
 * ``base+mask``: the unconditional base model restricted to the system's elements by masking
   alone (what campaigns did before fine-tuning).
 
-With ``--sun`` each arm is also evaluated as ``benchmarks/generation_quality.py`` does
+With ``--sun-systems`` each arm of those systems is also evaluated as
+``benchmarks/generation_quality.py`` does
 (``crystalforge evaluate --relax chgnet`` on the DFT hull of the known phases): S.U.N. rate
 inside the system.
 
@@ -155,11 +156,11 @@ def chemsys_section(args: argparse.Namespace) -> dict[str, Any]:
             )
             plan.append((system, arm, out))
     timings = run_jobs(jobs, args.jobs)
-    section: dict[str, Any] = {"checkpoint": checkpoint, "systems": {}}
+    section: dict[str, Any] = {"checkpoint": checkpoint, "samples": args.samples, "systems": {}}
     for (system, arm, out), timing in zip(plan, timings, strict=True):
         row = adherence(elements_of(out), set(system.split("-")))
         row["sampling_seconds"] = timing["seconds"]
-        if args.sun:
+        if system in args.sun_systems:
             row["sun"] = evaluate_sun(out, out.with_suffix(""), args.jobs)
         section["systems"].setdefault(system, {})[arm] = row
     section["mean"] = {
@@ -212,6 +213,7 @@ def scalar_section(args: argparse.Namespace) -> dict[str, Any]:
     timings = run_jobs(jobs, args.jobs)
     section: dict[str, Any] = {
         "checkpoint": checkpoint,
+        "samples": args.samples,
         "property": spec.to_dict() | {"atom_counts": None},
         "targets": {},
     }
@@ -238,7 +240,7 @@ def markdown(report: dict[str, Any]) -> str:
     chem = report.get("chemical_system")
     if chem:
         lines += [
-            f"Chemical system: `{Path(chem['checkpoint']).name}`, {report['samples']} samples per "
+            f"Chemical system: `{Path(chem['checkpoint']).name}`, {chem['samples']} samples per "
             "arm and system.",
             "",
             "| system | arm | inside system | exact system | mean elements | S.U.N. |",
@@ -285,20 +287,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--sun", action="store_true")
+    parser.add_argument(
+        "--sun-systems",
+        type=lambda s: s.split(","),
+        default=[],
+        help="systems whose arms are also evaluated for S.U.N. (relaxation: the slow part)",
+    )
     parser.add_argument("--skip-chemsys", action="store_true")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "conditioning")
     args = parser.parse_args(argv)
+    sections = {}
+    if not args.skip_chemsys:
+        sections["chemical_system"] = chemsys_section(args)
+    if args.scalar_checkpoint:
+        sections["scalar"] = scalar_section(args)
     path = RESULTS / "conditioning.json"
-    report = json.loads(path.read_text()) if path.exists() else {}
+    report = json.loads(path.read_text()) if path.exists() else {}  # read late: merge sections
     report.update(
-        samples=args.samples,
+        sections,
         machine=f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
     )
-    if not args.skip_chemsys:
-        report["chemical_system"] = chemsys_section(args)
-    if args.scalar_checkpoint:
-        report["scalar"] = scalar_section(args)
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps(report, indent=1) + "\n")
     (RESULTS / "conditioning.md").write_text(markdown(report))
