@@ -90,8 +90,9 @@ def model_card(
         "The generative model that ships with CrystalForge: MatterGen's joint diffusion of atom "
         "types, fractional coordinates and lattice (the preprint's A17-A30) with a "
         "GemNet-dT-style score network, trained unconditionally on CrystalForge's own curated, "
-        "CHGNet-labelled training set. It is the default of `crystalforge generate` and of "
-        "`crystalforge campaign run --generator mattergen`.",
+        "CHGNet-labelled training set. It is the default of `crystalforge generate`; "
+        "`crystalforge campaign run --generator mattergen` uses its fine-tuned chemical-system "
+        "version when that ships (see the end of this card).",
         "",
         "## The file",
         f"- `data/checkpoints/{checkpoint.name}`: {checkpoint.stat().st_size / 1e6:.2f} MB, "
