@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from model.checkpoint import CheckpointError, load_checkpoint
+from model.checkpoint import CheckpointError, load_checkpoint, read_payload
 from model.config import ConfigError, ModelConfig, read_yaml_mapping
 from model.data import CrystalTensors
 from model.network.gemnet import ScoreNetwork
@@ -205,7 +205,7 @@ def finetune(
     )
     config = replace(config, training=training)
     if resume is not None:
-        stored = specs_of(load_checkpoint(resume).payload)
+        stored = specs_of(read_payload(resume))  # train() loads the network itself
         if [s.to_dict() for s in stored] != [s.to_dict() for s in specs]:
             raise CheckpointError(
                 f"{resume} was fine-tuned on other properties or labels "

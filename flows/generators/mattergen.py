@@ -181,12 +181,11 @@ def checkpoint_for(properties: set[str] | frozenset[str]) -> Path:
     """
     if not properties:
         return checkpoint_path(None)
-    fitting = [
-        (len(names), path) for path, names in shipped_checkpoints() if properties <= set(names)
-    ]
+    shipped = shipped_checkpoints()  # reads every shipped payload: once
+    fitting = [(len(names), path) for path, names in shipped if properties <= set(names)]
     if fitting:
         return min(fitting)[1]
-    offered = sorted({name for _, names in shipped_checkpoints() for name in names})
+    offered = sorted({name for _, names in shipped for name in names})
     raise ValueError(
         f"no shipped checkpoint is fine-tuned on {', '.join(sorted(properties))} (shipped: "
         f"{', '.join(offered) or 'none'}); fine-tune one with `crystalforge finetune` and pass "
