@@ -40,6 +40,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -89,11 +90,15 @@ def sample_arm(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_jobs(jobs: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
+def run_jobs(
+    jobs: list[dict[str, Any]], workers: int, task: Callable[..., dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """``task`` (default: :func:`sample_arm`) of each job, on ``workers`` processes."""
+    task = task or sample_arm
     if workers <= 1:
-        return [sample_arm(job) for job in jobs]
+        return [task(job) for job in jobs]
     with ProcessPoolExecutor(workers) as pool:
-        return list(pool.map(sample_arm, jobs))
+        return list(pool.map(task, jobs))
 
 
 def elements_of(path: Path) -> list[set[str]]:
@@ -173,66 +178,157 @@ def chemsys_section(args: argparse.Namespace) -> dict[str, Any]:
     return section
 
 
-def hhi_of(path: Path) -> list[float]:
-    """Production HHI of each sample (pymatgen's table, as the labels); NaN where undefined."""
-    from evaluation.io.crystals import read_crystals
-    from model.property_compute import hhi
+#: Properties the benchmark can compute for a sample, at their labels' level of theory (the
+#: MLFF ones on the CHGNet-relaxed sample, as the labels were computed on relaxed crystals).
+MEASURABLE = ("hhi", "magnetic_density", "bulk_modulus")
 
-    if not path.exists():
-        return []
-    values = []
-    for record in read_crystals(path).records:
-        outcome = hhi(record.structure)
-        values.append(float(outcome.value) if outcome.labelled else float("nan"))
-    return values
+
+def measure(name: str, structures: list) -> list[float]:
+    """``name`` of each structure (``model.property_compute``, as the labels); NaN if none."""
+    from model import property_compute
+
+    if name == "hhi":
+        outcomes = [property_compute.hhi(s) for s in structures]
+    elif name == "magnetic_density":
+        outcomes = property_compute.magnetic_densities(structures)
+    elif name == "bulk_modulus":
+        outcomes = property_compute.bulk_moduli(structures)
+    else:
+        raise SystemExit(f"{name} is not computable offline at its labels' level of theory")
+    return [float(o.value) if o.labelled else float("nan") for o in outcomes]
+
+
+def relax_arm(job: dict[str, Any]) -> dict[str, Any]:
+    """Relax one arm's samples with CHGNet (cached beside them as ``*-relaxed.extxyz``) and,
+    with ``sun``, score them with ``crystalforge evaluate``; runs in a worker process."""
+    import torch
+
+    torch.set_num_threads(1)
+    from evaluation.io.crystals import read_crystals, write_extxyz
+    from evaluation.records import CrystalRecord
+    from evaluation.relax.run import relax
+
+    samples = Path(job["samples"])
+    relaxed = samples.with_name(samples.stem + "-relaxed.extxyz")
+    if samples.exists() and not relaxed.exists():
+        records = read_crystals(samples).records
+        results = relax(records, "chgnet", 0.05, 500, progress=False)
+        kept = [
+            CrystalRecord(result.structure, record.id, record.source, dict(record.properties))
+            for record, result in zip(records, results, strict=True)
+            if result.ok and result.structure is not None
+        ]
+        if kept:
+            write_extxyz(kept, relaxed)
+    scored = evaluate_sun(relaxed, relaxed.with_suffix(""), 1) if job.get("sun") else None
+    return {"relaxed": str(relaxed), "sun": scored}
+
+
+def relaxed_samples(path: Path) -> tuple[list, list[bool | None]]:
+    """The relaxed structures of an arm and each one's S.U.N. verdict (None: not scored)."""
+    from evaluation.io.crystals import read_crystals
+
+    relaxed = path.with_name(path.stem + "-relaxed.extxyz")
+    if not relaxed.exists():
+        return [], []
+    records = read_crystals(relaxed).records
+    table = relaxed.with_suffix("") / "structures.csv"
+    verdicts: dict[str, bool] = {}
+    if table.exists():
+        import pandas as pd
+
+        frame = pd.read_csv(table)
+        verdicts = dict(zip(frame["id"].astype(str), frame["sun"].astype(bool), strict=True))
+    return [r.structure for r in records], [verdicts.get(r.id) for r in records]
+
+
+def parse_arm(text: str) -> dict[str, str]:
+    """``"magnetic_density>=0.1;hhi<=1500"`` → the conditions of one arm (``;`` joins them)."""
+    from model.property_data import split_condition
+
+    return dict(split_condition(part) for part in text.split(";") if part.strip())
+
+
+def summarise(values: np.ndarray) -> dict[str, Any]:
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return {"n": 0}
+    quartiles = np.percentile(values, [25, 50, 75])
+    return {"n": int(len(values)), "mean": float(values.mean()), "quartiles": list(quartiles)}
 
 
 def scalar_section(args: argparse.Namespace) -> dict[str, Any]:
+    """Fig. 5a-c / Fig. 6: property distributions and target shares per arm, of all relaxed
+    samples and of the S.U.N. ones."""
     from model.checkpoint import read_payload
     from model.finetune import specs_of
     from model.property_data import parse_target
 
-    if args.property != "hhi":
-        raise SystemExit("only hhi is computable offline at its labels' level of theory")
     checkpoint = str(args.scalar_checkpoint)
     specs = {spec.name: spec for spec in specs_of(read_payload(checkpoint))}
-    spec = specs[args.property]
-    work = args.work / args.property
-    jobs, plan = [], []
-    for index, target in enumerate([None, *args.targets]):
-        name = "unconditioned" if target is None else target
+    arms = {"unconditioned": {}} | {text: parse_arm(text) for text in args.targets}
+    measured = sorted({name for conditions in arms.values() for name in conditions})
+    for name in measured:
+        if name not in specs:
+            raise SystemExit(f"{checkpoint} is not fine-tuned on {name}")
+    intervals = {
+        text: {name: parse_target(specs[name], value) for name, value in conditions.items()}
+        for text, conditions in arms.items()
+    }
+    needs_relaxation = args.sun or any(name != "hhi" for name in measured)
+    work = args.work / (args.name or Path(checkpoint).stem)
+    jobs, outs = [], []
+    for index, conditions in enumerate(arms.values()):
         out = work / f"{index:02d}.extxyz"
-        conditions = {} if target is None else {args.property: target}
-        jobs.append(
-            dict(
-                checkpoint=checkpoint, conditions=conditions, out=str(out), samples=args.samples,
-                seed=args.seed, steps=args.steps,
-            )
-        )  # fmt: skip
-        plan.append((name, target, out))
+        job = dict(checkpoint=checkpoint, conditions=conditions, out=str(out), seed=args.seed)
+        jobs.append(dict(job, samples=args.samples, steps=args.steps))
+        outs.append(out)
     timings = run_jobs(jobs, args.jobs)
+    if needs_relaxation:
+        scored = [dict(samples=str(out), sun=True) for out in outs]
+        run_jobs(scored, args.jobs, relax_arm)
     section: dict[str, Any] = {
         "checkpoint": checkpoint,
         "samples": args.samples,
-        "property": spec.to_dict() | {"atom_counts": None},
-        "targets": {},
+        "guidance": 2.0,
+        "properties": {name: specs[name].to_dict() | {"atom_counts": None} for name in measured},
+        "measured_on": "CHGNet-relaxed samples" if needs_relaxation else "samples as generated",
+        "arms": {},
     }
-    for (name, _target, out), timing in zip(plan, timings, strict=True):
-        values = np.array([v for v in hhi_of(out) if np.isfinite(v)])
-        row: dict[str, Any] = {"samples": int(len(values)), "sampling_seconds": timing["seconds"]}
-        if len(values):
-            row.update(
-                mean=float(values.mean()),
-                quartiles=[float(q) for q in np.percentile(values, [25, 50, 75])],
-            )
-        for other_name, other_target, _ in plan:
-            if other_target is None:
+    for (text, _), out, timing in zip(arms.items(), outs, timings, strict=True):
+        if needs_relaxation:
+            structures, sun = relaxed_samples(out)
+        else:
+            structures, sun = [r.structure for r in read_samples(out)], []
+        values = {name: np.array(measure(name, structures)) for name in measured}
+        sun_mask = np.array([bool(v) for v in sun]) if sun else np.zeros(len(structures), bool)
+        row: dict[str, Any] = {
+            "sampling_seconds": timing["seconds"],
+            "structures": len(structures),
+            "sun": int(sun_mask.sum()),
+            "all": {name: summarise(v) for name, v in values.items()},
+            "among_sun": {name: summarise(v[sun_mask]) for name, v in values.items()},
+            "share_meeting": {},
+            "share_meeting_among_sun": {},
+        }
+        for other, targets in intervals.items():
+            if not targets:
                 continue
-            interval = parse_target(spec, other_target)
-            share = float(np.mean([interval.contains(v) for v in values])) if len(values) else None
-            row.setdefault("share_inside", {})[other_name] = share
-        section["targets"][name] = row
+            meets = np.ones(len(structures), bool)
+            for name, interval in targets.items():
+                meets &= np.array([np.isfinite(v) and interval.contains(v) for v in values[name]])
+            row["share_meeting"][other] = float(meets.mean()) if len(meets) else None
+            row["share_meeting_among_sun"][other] = (
+                float(meets[sun_mask].mean()) if sun_mask.any() else None
+            )
+        section["arms"][text] = row
     return section
+
+
+def read_samples(path: Path) -> list:
+    from evaluation.io.crystals import read_crystals
+
+    return read_crystals(path).records if path.exists() else []
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -254,25 +350,42 @@ def markdown(report: dict[str, Any]) -> str:
                     f"| {row['mean_elements']:.2f} | {'' if sun is None else f'{sun:.2f}'} |"
                 )
         lines.append("")
-    scalar = report.get("scalar")
-    if scalar:
-        name = scalar["property"]["name"]
-        lines += [f"Scalar property `{name}`: `{Path(scalar['checkpoint']).name}`", ""]
-        targets = [t for t in scalar["targets"] if t != "unconditioned"]
-        header = "| condition | mean | median | " + " | ".join(f"in {t}" for t in targets) + " |"
-        lines += [header, "|" + "---|" * (3 + len(targets))]
-        for condition, row in scalar["targets"].items():
-            shares = " | ".join(
-                ""
-                if row.get("share_inside", {}).get(t) is None
-                else f"{row['share_inside'][t]:.2f}"
-                for t in targets
-            )
-            lines.append(
-                f"| {condition} | {row.get('mean', float('nan')):.0f} | "
-                f"{row.get('quartiles', [0, float('nan')])[1]:.0f} | {shares} |"
-            )
+    for name, section in (report.get("scalar") or {}).items():
+        lines += scalar_markdown(name, section)
     return "\n".join(lines) + "\n"
+
+
+def scalar_markdown(name: str, section: dict[str, Any]) -> list[str]:
+    """One scalar checkpoint's table: medians per property, shares meeting each target."""
+    properties = list(section["properties"])
+    targets = [t for t in section["arms"] if t != "unconditioned"]
+    units = {p: section["properties"][p].get("unit") or "" for p in properties}
+    lines = [
+        f"Scalar `{name}` (`{Path(section['checkpoint']).name}`), {section['samples']} samples "
+        f"per arm, guidance {section['guidance']}, measured on {section['measured_on']}; "
+        "shares are all / S.U.N.",
+        "",
+    ]
+    header = ["condition", "structures", "S.U.N."]
+    header += [f"median {p} {units[p]}".rstrip() for p in properties]
+    header += [f"meets {t}" for t in targets]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def share(value: float | None) -> str:
+        return "–" if value is None else f"{value:.2f}"
+
+    for condition, row in section["arms"].items():
+        cells = [condition, str(row["structures"]), str(row["sun"])]
+        for p in properties:
+            stats = row["all"][p]
+            cells.append(f"{stats['quartiles'][1]:.3g}" if stats["n"] else "–")
+        for t in targets:
+            cells.append(
+                f"{share(row['share_meeting'].get(t))} / "
+                f"{share(row['share_meeting_among_sun'].get(t))}"
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,8 +394,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", type=Path, help="unconditional model (default: shipped)")
     parser.add_argument("--systems", type=lambda s: s.split(","), default=list(DEFAULT_SYSTEMS))
     parser.add_argument("--scalar-checkpoint", type=Path)
-    parser.add_argument("--property", default="hhi")
-    parser.add_argument("--targets", nargs="*", default=["<=1500", "1500..3000", ">=6000"])
+    parser.add_argument(
+        "--targets",
+        nargs="*",
+        default=[],
+        help='arms of --scalar-checkpoint: "hhi<=1500", "magnetic_density>=0.1;hhi<=1500" (joint)',
+    )
+    parser.add_argument("--name", help="section name (default: the checkpoint's file stem)")
+    parser.add_argument(
+        "--sun", action="store_true", help="relax and score scalar arms even for hhi (slow)"
+    )
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -299,10 +420,16 @@ def main(argv: list[str] | None = None) -> int:
     sections = {}
     if not args.skip_chemsys:
         sections["chemical_system"] = chemsys_section(args)
+    scalar = {}
     if args.scalar_checkpoint:
-        sections["scalar"] = scalar_section(args)
+        if not args.targets:
+            raise SystemExit("--scalar-checkpoint needs --targets")
+        scalar[args.name or args.scalar_checkpoint.stem] = scalar_section(args)
     path = RESULTS / "conditioning.json"
     report = json.loads(path.read_text()) if path.exists() else {}  # read late: merge sections
+    if "checkpoint" in report.get("scalar", {}):  # the one-section layout before joint targets
+        del report["scalar"]
+    report.setdefault("scalar", {}).update(scalar)
     report.update(
         sections,
         machine=f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",

@@ -61,6 +61,18 @@ class CrystalTensors:
             num_atoms=counts,
         )
 
+    def subset(self, indices: Tensor) -> CrystalTensors:
+        """The crystals at ``indices`` (in that order) as a data set of their own."""
+        batch = self.batch(indices)
+        return CrystalTensors(
+            atomic_numbers=batch.atomic_numbers,
+            frac_coords=batch.frac_coords,
+            lattice=batch.lattice,
+            num_atoms=batch.num_atoms,
+            ids=[self.ids[i] for i in indices.tolist()],
+            source=self.source,
+        )
+
     def split(self, validation_fraction: float) -> tuple[Tensor, Tensor]:
         """Deterministic train/validation indices by a hash of each crystal's id."""
         buckets = torch.tensor([zlib.crc32(i.encode()) % 10_000 for i in self.ids])

@@ -172,6 +172,23 @@ def specs_of(payload: dict[str, Any]) -> list[PropertySpec]:
     return [PropertySpec.from_dict(raw) for raw in payload.get("properties", [])]
 
 
+def labelled_subset(
+    data: CrystalTensors, labels: Sequence[PropertyLabels]
+) -> tuple[CrystalTensors, list[PropertyLabels]]:
+    """The crystals with at least one label, and their labels.
+
+    With the base frozen, a crystal shown with every property null is scored by the base
+    network alone and gives the adapters no gradient: training on it only costs time. For a
+    sparse property (863 bulk moduli among 6,891 crystals) that is most of every batch.
+    """
+    keep = [i for i in range(len(data)) if any(item.values[i] is not None for item in labels)]
+    if len(keep) == len(data):
+        return data, list(labels)
+    index = torch.tensor(keep, dtype=torch.long)
+    subset = [PropertyLabels(item.spec, [item.values[i] for i in keep]) for item in labels]
+    return data.subset(index), subset
+
+
 def finetune(
     base: str | Path,
     data: CrystalTensors,
@@ -190,6 +207,11 @@ def finetune(
             raise ValueError(
                 f"{item.spec.name}: {len(item.values)} labels for {len(data)} crystals"
             )
+    if settings.freeze_base:
+        total = len(data)
+        data, labels = labelled_subset(data, labels)
+        if len(data) < total:
+            log(f"adapters only: training on the {len(data)} of {total} crystals with a label")
     loaded = load_checkpoint(base)
     specs = [item.spec for item in labels]
     network, config = conditional_network(loaded.network, loaded.config, specs)

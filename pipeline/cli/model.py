@@ -453,7 +453,10 @@ def generate(
     typer.echo(f"dropped          {result.num_dropped}" + (f" ({dropped})" if dropped else ""))
     typer.echo(f"checkpoint       {loaded.path.name}")
     if conditions:
-        targets = ", ".join(f"{name}={value}" for name, value in conditions.items())
+        targets = ", ".join(  # as typed: hhi<=2000, not hhi=<=2000
+            name + ("" if value.startswith(("<", ">")) else "=") + value
+            for name, value in conditions.items()
+        )
         typer.echo(f"conditions       {targets} (guidance {guidance:g})")
     if composition:
         typer.echo(f"composition      {composition} (atom types held fixed)")

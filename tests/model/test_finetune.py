@@ -13,8 +13,10 @@ from model.finetune import (
     FinetuneSettings,
     LabelledConditions,
     PropertyLabels,
+    adapter_parameters,
     conditional_network,
     finetune,
+    labelled_subset,
     specs_of,
 )
 from model.properties import Interval, PropertyKind, PropertySpec, embed_conditions
@@ -134,6 +136,35 @@ def test_freezing_the_base_trains_the_adapters_alone(tmp_path):
         torch.testing.assert_close(tuned[key], value, rtol=0, atol=0, msg=key)
     changed = [k for k in tuned if k.startswith("mixins.") and tuned[k].abs().sum() > 0]
     assert changed, "the mix-ins never moved"
+
+
+def test_a_crystal_with_every_property_null_gives_the_adapters_no_gradient(tmp_path):
+    # why a frozen-base fine-tune may skip unlabelled crystals: they cannot move an adapter
+    path, _ = tiny_base(tmp_path)
+    base = load_checkpoint(path)
+    network, _ = conditional_network(base.network, base.config, [GAP])
+    for parameter in adapter_parameters(network):  # as after some training: mix-ins non-zero
+        torch.nn.init.normal_(parameter, std=0.1)
+    batch = random_batch(seed=4, num_atoms=(3, 2)).to("cpu", torch.float32)
+    t = random_times(2, seed=5, dtype=torch.float32)
+    null = embed_conditions([GAP], {"band_gap": [None, None]}, size=2)
+    out = network(batch, t, condition=null.values, condition_mask=null.present)
+    (out.coords.square().sum() + out.lattice.square().sum() + out.type_logits.sum()).backward()
+    for parameter in adapter_parameters(network):
+        assert parameter.grad is None or not parameter.grad.any()
+
+
+def test_a_frozen_base_fine_tune_keeps_only_the_labelled_crystals(tmp_path):
+    data = toy_data(10)
+    labels = gap_labels(data)  # crystals 0 and 5 unlabelled
+    subset, kept = labelled_subset(data, [labels])
+    assert subset.ids == [f"toy-{i}" for i in range(10) if i % 5]
+    assert kept[0].values == [v for v in labels.values if v is not None]
+    torch.testing.assert_close(
+        subset.batch(torch.tensor([0])).frac_coords, data.batch(torch.tensor([1])).frac_coords
+    )
+    system = PropertyLabels(SYSTEM, [frozenset({3, 8})] * 10)  # any label keeps a crystal
+    assert len(labelled_subset(data, [labels, system])[0]) == 10
 
 
 def test_finetuning_refuses_an_already_tuned_base(tmp_path):

@@ -103,6 +103,14 @@ def test_a_custom_property_steers_generation_in_one_command(custom_checkpoint, t
     assert records and all(
         r.properties["conditions"] == {"volume_per_atom": "10..14"} for r in records
     )
+    inequality = runner.invoke(
+        app,
+        [
+            "generate", "--checkpoint", str(custom_checkpoint), "--out", str(out),
+            "--steps", "2", "--num-samples", "1", "--condition", "volume_per_atom>=10",
+        ],
+    )  # fmt: skip
+    assert "conditions       volume_per_atom>=10 (guidance 2)" in inequality.stdout
 
 
 def test_a_chemical_system_condition_with_the_mask_never_leaves_the_system(
