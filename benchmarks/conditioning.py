@@ -305,7 +305,7 @@ def scalar_section(args: argparse.Namespace) -> dict[str, Any]:
         row: dict[str, Any] = {
             "sampling_seconds": timing["seconds"],
             "structures": len(structures),
-            "sun": int(sun_mask.sum()),
+            "sun": int(sun_mask.sum()) if sun else None,  # None: not scored
             "all": {name: summarise(v) for name, v in values.items()},
             "among_sun": {name: summarise(v[sun_mask]) for name, v in values.items()},
             "share_meeting": {},
@@ -314,15 +314,44 @@ def scalar_section(args: argparse.Namespace) -> dict[str, Any]:
         for other, targets in intervals.items():
             if not targets:
                 continue
-            meets = np.ones(len(structures), bool)
-            for name, interval in targets.items():
-                meets &= np.array([np.isfinite(v) and interval.contains(v) for v in values[name]])
+            meets = meeting(values, targets)  # a sample without a value does not meet it
             row["share_meeting"][other] = float(meets.mean()) if len(meets) else None
             row["share_meeting_among_sun"][other] = (
                 float(meets[sun_mask].mean()) if sun_mask.any() else None
             )
         section["arms"][text] = row
+    if args.labels:
+        section["labelled_data"] = labelled_data(args.labels, measured, intervals)
     return section
+
+
+def meeting(values: dict[str, np.ndarray], targets: dict[str, Any]) -> np.ndarray:
+    """Whether each structure's values lie in every one of ``targets``' intervals."""
+    size = len(next(iter(values.values())))
+    meets = np.ones(size, bool)
+    for name, interval in targets.items():
+        meets &= np.array([bool(np.isfinite(v) and interval.contains(v)) for v in values[name]])
+    return meets
+
+
+def labelled_data(path: Path, measured: list[str], intervals: dict) -> dict[str, Any]:
+    """The fine-tuning labels themselves (Fig. 5's comparison): medians, and the share of the
+    crystals labelled for every property of a target that meet it."""
+    import pandas as pd
+
+    table = pd.read_csv(path)
+    values = {name: table[name].to_numpy(float) for name in measured}
+    row: dict[str, Any] = {
+        "source": str(path),
+        "all": {name: summarise(v) for name, v in values.items()},
+        "share_meeting": {},
+    }
+    for text, targets in intervals.items():
+        if targets:
+            labelled = np.all([np.isfinite(values[name]) for name in targets], axis=0)
+            meets = meeting(values, targets)[labelled]
+            row["share_meeting"][text] = float(meets.mean()) if len(meets) else None
+    return row
 
 
 def read_samples(path: Path) -> list:
@@ -374,15 +403,20 @@ def scalar_markdown(name: str, section: dict[str, Any]) -> list[str]:
     def share(value: float | None) -> str:
         return "–" if value is None else f"{value:.2f}"
 
-    for condition, row in section["arms"].items():
-        cells = [condition, str(row["structures"]), str(row["sun"])]
+    rows = dict(section["arms"])
+    if section.get("labelled_data"):
+        rows["labelled data"] = section["labelled_data"] | {"structures": "", "sun": None}
+    for condition, row in rows.items():
+        sun = "–" if row["sun"] is None else str(row["sun"])
+        cells = [condition, str(row["structures"]), sun]
         for p in properties:
             stats = row["all"][p]
-            cells.append(f"{stats['quartiles'][1]:.3g}" if stats["n"] else "–")
+            cells.append(f"{stats['quartiles'][1]:.4g}" if stats["n"] else "–")
         for t in targets:
+            among_sun = row.get("share_meeting_among_sun")
             cells.append(
-                f"{share(row['share_meeting'].get(t))} / "
-                f"{share(row['share_meeting_among_sun'].get(t))}"
+                share(row["share_meeting"].get(t))
+                + ("" if among_sun is None else f" / {share(among_sun.get(t))}")
             )
         lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
@@ -399,6 +433,11 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         default=[],
         help='arms of --scalar-checkpoint: "hhi<=1500", "magnetic_density>=0.1;hhi<=1500" (joint)',
+    )
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        help="the fine-tuning labels (a build's properties.csv.gz), for the labelled-data row",
     )
     parser.add_argument("--name", help="section name (default: the checkpoint's file stem)")
     parser.add_argument(
