@@ -2,6 +2,7 @@
 
     python benchmarks/symmetry.py [--checkpoint CKPT] [--groups 2,1,12,...] [--samples 16]
         [--distribution-samples 96] [--unconditioned 64] [--jobs 2] [--work runs/symmetry]
+        [--results benchmarks/results/symmetry]
 
 Two tasks of the paper's D.5.1, at a CPU scale:
 
@@ -142,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "symmetry")
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS / "symmetry", help="stem of the .json/.md/.png"
+    )
     args = parser.parse_args(argv)
 
     checkpoint = str(args.checkpoint or checkpoint_for(frozenset({"space_group"})))
@@ -260,10 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     report["machine"] = (
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "symmetry.json").write_text(json.dumps(report, indent=1) + "\n")
-    (RESULTS / "symmetry.md").write_text(markdown(report))
-    figure(report, counts, conditioned_groups, base_groups, RESULTS / "symmetry.png")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    args.results.with_suffix(".md").write_text(markdown(report))
+    figure(report, counts, conditioned_groups, base_groups, args.results.with_suffix(".png"))
     print(markdown(report))
     return 0
 
