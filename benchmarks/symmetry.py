@@ -130,6 +130,73 @@ def merge_extxyz(paths: list[Path], out: Path) -> None:
         write_extxyz(records, out)
 
 
+def target_row(path: Path, group: int, counts: Counter[int], base_share: float) -> dict[str, Any]:
+    """Fig. 4 for one target group: where its samples land, as generated and relaxed."""
+    from evaluation.io.crystals import read_crystals
+
+    raw = read_crystals(path).records if path.exists() else []
+    as_generated = [g == group for g in space_groups([r.structure for r in raw])]
+    structures, sun = relaxed_samples(path)
+    found = space_groups(structures)
+    hits = [g == group for g in found]
+    sun_hits = [h for h, s in zip(hits, sun, strict=True) if s]
+    return {
+        "crystal_system": crystal_system(group),
+        "training_crystals": counts[group],
+        "training_share": counts[group] / sum(counts.values()),
+        "generated": len(raw),
+        "relaxed": len(structures),
+        "share_as_generated": float(np.mean(as_generated)) if raw else None,
+        "share_relaxed": float(np.mean(hits)) if hits else None,
+        "share_relaxed_interval": wilson(sum(hits), len(hits)),
+        "sun": len(sun_hits),
+        "share_among_sun": float(np.mean(sun_hits)) if sun_hits else None,
+        "unconditioned_share": base_share,
+        "found": dict(Counter(str(g) for g in found).most_common(5)),
+    }
+
+
+def pooled(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean over target groups, and the pooled shares with their interval."""
+    hit_total = sum(round(r["share_relaxed"] * r["relaxed"]) for r in rows if r["relaxed"])
+    sun_hit_total = sum(round((r["share_among_sun"] or 0) * r["sun"]) for r in rows)
+    return {
+        "share_relaxed": float(np.mean([r["share_relaxed"] for r in rows if r["relaxed"]])),
+        "share_relaxed_pooled_interval": wilson(hit_total, sum(r["relaxed"] for r in rows)),
+        "share_among_sun_pooled": sun_hit_total / max(1, sum(r["sun"] for r in rows)),
+        "sun": sum(r["sun"] for r in rows),
+        "unconditioned_share": float(np.mean([r["unconditioned_share"] for r in rows])),
+        "training_share": float(np.mean([r["training_share"] for r in rows])),
+    }
+
+
+def crystal_systems(groups: Counter) -> Counter[str]:
+    """Counts per crystal system of counts per space group."""
+    out: Counter[str] = Counter()
+    for group, n in groups.items():
+        out[crystal_system(group)] += n
+    return out
+
+
+def distribution_report(conditioned: Counter, unconditioned: Counter, training: Counter) -> dict:
+    """Fig. D4: space-group and crystal-system distributions against the training labels."""
+    arms = {"conditioned": conditioned, "unconditioned": unconditioned}
+    return {
+        "tv_space_group": {k: total_variation(c, training) for k, c in arms.items()},
+        "tv_crystal_system": {
+            k: total_variation(crystal_systems(c), crystal_systems(training))
+            for k, c in arms.items()
+        },
+        "share_p1": {
+            k: c[1] / max(1, sum(c.values())) for k, c in ({"training": training} | arms).items()
+        },
+        "crystal_system_shares": {
+            k: {name: n / max(1, sum(c.values())) for name, n in crystal_systems(c).items()}
+            for k, c in ({"training": training} | arms).items()
+        },
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     from flows.generators.mattergen import checkpoint_for
 
@@ -175,10 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         [dict(samples=str(path), sun=path != distribution) for path in arms], args.jobs, relax_arm
     )
 
-    from evaluation.io.crystals import read_crystals
-
     relaxed_unconditioned, _ = relaxed_samples(unconditioned)
     base_groups = Counter(space_groups(relaxed_unconditioned))
+    base_share = {g: base_groups[g] / max(1, len(relaxed_unconditioned)) for g in groups}
     report: dict[str, Any] = {
         "checkpoint": checkpoint,
         "samples_per_group": args.samples,
@@ -187,80 +253,17 @@ def main(argv: list[str] | None = None) -> int:
         "relaxation": "CHGNet 0.3.0, FIRE, fmax 0.05 eV/Å, 500 steps, cell and ions",
         "sun": "crystalforge evaluate on the relaxed samples, known-phases hull",
         "sampling_seconds": sum(t["seconds"] or 0 for t in timings),
-        "targets": {},
+        "targets": {
+            str(g): target_row(work / f"target-{g}.extxyz", g, counts, base_share[g])
+            for g in groups
+        },
     }
-    for group in groups:
-        path = work / f"target-{group}.extxyz"
-        raw = read_crystals(path).records if path.exists() else []
-        structures, sun = relaxed_samples(path)
-        found = space_groups(structures)
-        hits = [g == group for g in found]
-        sun_hits = [h for h, s in zip(hits, sun, strict=True) if s]
-        report["targets"][str(group)] = {
-            "crystal_system": crystal_system(group),
-            "training_crystals": counts[group],
-            "training_share": counts[group] / sum(counts.values()),
-            "generated": len(raw),
-            "relaxed": len(structures),
-            "share_as_generated": float(
-                np.mean([g == group for g in space_groups([r.structure for r in raw])])
-            )
-            if raw
-            else None,  # noqa: E501
-            "share_relaxed": float(np.mean(hits)) if hits else None,
-            "share_relaxed_interval": wilson(sum(hits), len(hits)),
-            "sun": len(sun_hits),
-            "share_among_sun": float(np.mean(sun_hits)) if sun_hits else None,
-            "unconditioned_share": base_groups[group] / max(1, len(relaxed_unconditioned)),
-            "found": dict(Counter(str(g) for g in found).most_common(5)),
-        }
-    rows = report["targets"].values()
-    hit_total = sum(round(r["share_relaxed"] * r["relaxed"]) for r in rows if r["relaxed"])
-    relaxed_total = sum(r["relaxed"] for r in rows)
-    sun_hit_total = sum(round((r["share_among_sun"] or 0) * r["sun"]) for r in rows)
-    report["mean"] = {
-        "share_relaxed": float(np.mean([r["share_relaxed"] for r in rows if r["relaxed"]])),
-        "share_relaxed_pooled_interval": wilson(hit_total, relaxed_total),
-        "share_among_sun_pooled": sun_hit_total / max(1, sum(r["sun"] for r in rows)),
-        "sun": sum(r["sun"] for r in rows),
-        "unconditioned_share": float(np.mean([r["unconditioned_share"] for r in rows])),
-        "training_share": float(np.mean([r["training_share"] for r in rows])),
-    }
+    report["mean"] = pooled(list(report["targets"].values()))
     structures, _ = relaxed_samples(distribution)
     conditioned_groups = Counter(g for g in space_groups(structures) if g is not None)
     base_groups.pop(None, None)
-
-    def systems(c: Counter) -> Counter:
-        out: Counter[str] = Counter()
-        for group, n in c.items():
-            out[crystal_system(group)] += n
-        return out
-
-    report["distribution"] = {
-        "samples": len(structures),
-        "drawn_groups": len(drawn),
-        "tv_space_group": {
-            "conditioned": total_variation(conditioned_groups, counts),
-            "unconditioned": total_variation(base_groups, counts),
-        },
-        "tv_crystal_system": {
-            "conditioned": total_variation(systems(conditioned_groups), systems(counts)),
-            "unconditioned": total_variation(systems(base_groups), systems(counts)),
-        },
-        "share_p1": {
-            "training": counts[1] / sum(counts.values()),
-            "conditioned": conditioned_groups[1] / max(1, sum(conditioned_groups.values())),
-            "unconditioned": base_groups[1] / max(1, sum(base_groups.values())),
-        },
-        "crystal_system_shares": {
-            label: {k: v / max(1, sum(c.values())) for k, v in systems(c).items()}
-            for label, c in (
-                ("training", counts),
-                ("conditioned", conditioned_groups),
-                ("unconditioned", base_groups),
-            )
-        },
-    }
+    report["distribution"] = distribution_report(conditioned_groups, base_groups, counts)
+    report["distribution"] |= {"samples": len(structures), "drawn_groups": len(drawn)}
     report["machine"] = (
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
