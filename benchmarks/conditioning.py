@@ -178,24 +178,20 @@ def chemsys_section(args: argparse.Namespace) -> dict[str, Any]:
     return section
 
 
-#: Properties the benchmark can compute for a sample, at their labels' level of theory (the
-#: MLFF ones on the CHGNet-relaxed sample, as the labels were computed on relaxed crystals).
-MEASURABLE = ("hhi", "magnetic_density", "bulk_modulus")
-
-
 def measure(name: str, structures: list) -> list[float]:
-    """``name`` of each structure (``model.property_compute``, as the labels); NaN if none."""
+    """``name`` of each structure as the labels computed it (``property_compute.COMPUTERS``;
+    the MLFF ones belong on relaxed samples); NaN where it has none."""
     from model import property_compute
 
-    if name == "hhi":
-        outcomes = [property_compute.hhi(s) for s in structures]
-    elif name == "magnetic_density":
-        outcomes = property_compute.magnetic_densities(structures)
-    elif name == "bulk_modulus":
-        outcomes = property_compute.bulk_moduli(structures)
-    else:
+    if name not in property_compute.COMPUTERS:
         raise SystemExit(f"{name} is not computable offline at its labels' level of theory")
+    outcomes = property_compute.compute_chunk(name, structures, "chgnet")
     return [float(o.value) if o.labelled else float("nan") for o in outcomes]
+
+
+def relaxed_path(samples: Path) -> Path:
+    """Where :func:`relax_arm` keeps an arm's relaxed samples (its evaluation: without suffix)."""
+    return samples.with_name(samples.stem + "-relaxed.extxyz")
 
 
 def relax_arm(job: dict[str, Any]) -> dict[str, Any]:
@@ -209,7 +205,7 @@ def relax_arm(job: dict[str, Any]) -> dict[str, Any]:
     from evaluation.relax.run import relax
 
     samples = Path(job["samples"])
-    relaxed = samples.with_name(samples.stem + "-relaxed.extxyz")
+    relaxed = relaxed_path(samples)
     if samples.exists() and not relaxed.exists():
         records = read_crystals(samples).records
         results = relax(records, "chgnet", 0.05, 500, progress=False)
@@ -228,7 +224,7 @@ def relaxed_samples(path: Path) -> tuple[list, list[bool | None]]:
     """The relaxed structures of an arm and each one's S.U.N. verdict (None: not scored)."""
     from evaluation.io.crystals import read_crystals
 
-    relaxed = path.with_name(path.stem + "-relaxed.extxyz")
+    relaxed = relaxed_path(path)
     if not relaxed.exists():
         return [], []
     records = read_crystals(relaxed).records
