@@ -37,6 +37,11 @@ class GeneratorSettings:
         The ``mattergen`` checkpoint (empty: the shipped one).
     num_steps
         Sampling steps ``T`` of ``mattergen`` (default: the model's).
+    rss_minsep
+        Tuned MINSEP per pair of elements for ``rss`` (the paper's second round).
+    substitution_all
+        ``substitution`` enumerates every map of the sources' elements onto the system's, the
+        λ-probable ones first (the benchmark's "every unique substitution").
     """
 
     seed: int = 0
@@ -44,6 +49,8 @@ class GeneratorSettings:
     input_path: str = ""
     checkpoint: str = ""
     num_steps: int | None = None
+    rss_minsep: dict[str, float] | None = None
+    substitution_all: bool = False
 
 
 @runtime_checkable
@@ -91,6 +98,10 @@ class RSSGeneratorMaker(Maker):
         Range of point-group operations (AIRSS SYMMOPS; the paper: 2–4).
     minsep
         Range of minimum separations in Å (AIRSS MINSEP; the paper: 0.7–3).
+    pair_minsep
+        Tuned MINSEP per pair (``"A-B"``: Å) from a first round's relaxations (the paper's
+        second round, :func:`flows.generators.rss.tuned_minsep`); ``None``: the first round's
+        radius rule.
     category
         FireWorks worker category of the job (``None``: the campaign's default).
     """
@@ -99,12 +110,13 @@ class RSSGeneratorMaker(Maker):
     seed: int = 0
     symmops: tuple[int, int] = (2, 4)
     minsep: tuple[float, float] = (0.7, 3.0)
+    pair_minsep: dict[str, float] | None = None
     category: str | None = None
 
     @classmethod
     def from_settings(cls, settings: GeneratorSettings) -> RSSGeneratorMaker:
-        """Random structures with the campaign's seed."""
-        return cls(seed=settings.seed)
+        """Random structures with the campaign's seed (and tuned MINSEP, if any)."""
+        return cls(seed=settings.seed, pair_minsep=settings.rss_minsep)
 
     @job
     def make(self, chemsys: str, n_candidates: int) -> list[Candidate]:
@@ -112,7 +124,12 @@ class RSSGeneratorMaker(Maker):
         from flows.generators.rss import generate_rss
 
         records, _failures = generate_rss(
-            chemsys, n_candidates, seed=self.seed, symmops=self.symmops, minsep=self.minsep
+            chemsys,
+            n_candidates,
+            seed=self.seed,
+            symmops=self.symmops,
+            minsep=self.minsep,
+            pair_minsep=self.pair_minsep,
         )
         return _candidates(records, "rss")
 
@@ -141,7 +158,8 @@ class SubstitutionGeneratorMaker(Maker):
     @classmethod
     def from_settings(cls, settings: GeneratorSettings) -> SubstitutionGeneratorMaker:
         """Substitutions over the campaign's reference, with its seed."""
-        return cls(seed=settings.seed, reference_path=settings.reference_path)
+        options = {"enumerate_all": True} if settings.substitution_all else {}
+        return cls(seed=settings.seed, reference_path=settings.reference_path, options=options)
 
     @job
     def make(self, chemsys: str, n_candidates: int) -> list[Candidate]:

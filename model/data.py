@@ -9,6 +9,7 @@ Layout (a dict): ``format``; ``atomic_numbers`` Long[N]; ``frac_coords`` [N, 3];
 from __future__ import annotations
 
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +73,22 @@ class CrystalTensors:
             ids=[self.ids[i] for i in indices.tolist()],
             source=self.source,
         )
+
+    def without_systems(
+        self, systems: Collection[frozenset[int]]
+    ) -> tuple[CrystalTensors, list[str]]:
+        """The data set less every crystal whose set of atomic numbers is one of ``systems``
+        (a held-out chemical system), and the ids removed."""
+        held_out = set(systems)
+        keep, removed = [], []
+        for index, (start, count) in enumerate(
+            zip(self.offsets.tolist(), self.num_atoms.tolist(), strict=True)
+        ):
+            elements = frozenset(self.atomic_numbers[start : start + count].tolist())
+            (removed if elements in held_out else keep).append(index)
+        if not removed:
+            return self, []
+        return self.subset(torch.tensor(keep, dtype=torch.long)), [self.ids[i] for i in removed]
 
     def split(self, validation_fraction: float) -> tuple[Tensor, Tensor]:
         """Deterministic train/validation indices by a hash of each crystal's id."""

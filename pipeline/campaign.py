@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from jobflow import Flow, job, run_locally
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -90,6 +90,16 @@ class CampaignConfig(SUNSettings):
     vasp_hull_entries: str | None = Field(
         None, description="MP2020-compatible DFT entries (JSON) for the vasp engine's hull"
     )
+    rss_minsep: dict[str, float] | None = Field(
+        None,
+        description="rss: tuned MINSEP (Å) per pair 'A-B' from a first round's relaxations "
+        "(the paper's second RSS round; crystalforge benchmark chemsys sets it)",
+    )
+    substitution_mode: Literal["probable", "all"] | None = Field(
+        None,
+        description="substitution: 'probable' (the λ model's charge-balanced maps; default) or "
+        "'all' (every map of the sources' elements, the probable ones first)",
+    )
 
     @field_validator("generator", "engine")
     @classmethod
@@ -153,6 +163,8 @@ class CampaignConfig(SUNSettings):
             input_path=self.input or "",
             checkpoint=self.checkpoint or "",
             num_steps=self.model_steps,
+            rss_minsep=self.rss_minsep,
+            substitution_all=self.substitution_mode == "all",
         )
 
     def _final_stage(self) -> MLFFRelaxMaker | DFTStageMaker:
@@ -198,10 +210,19 @@ def drop_finished_jobs(flow: Flow, store: ResultsStore) -> list[str]:
     return reused
 
 
+#: Settings added after campaigns were first stored: left out of the id while unset, so a
+#: campaign stored before they existed keeps its id.
+_LATER_SETTINGS = ("rss_minsep", "substitution_mode")
+
+
 def default_campaign_id(system: str, config: CampaignConfig) -> str:
     """``SYSTEM-GENERATOR-DIGEST``, the digest of the settings: the same campaign submitted or
     run twice is one campaign (its finished jobs are reused), a changed setting a new one."""
-    settings = json.dumps(config.model_dump(), sort_keys=True, default=str)
+    values = config.model_dump()
+    for name in _LATER_SETTINGS:
+        if values.get(name) is None:
+            values.pop(name, None)
+    settings = json.dumps(values, sort_keys=True, default=str)
     digest = hashlib.sha256(f"{system}|{settings}".encode()).hexdigest()[:8]
     return f"{system}-{config.generator}-{digest}"
 

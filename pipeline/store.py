@@ -7,7 +7,9 @@ collections live in one MontyDB database there:
 * ``data`` — large job outputs (relaxation trajectories), the JobStore's additional store;
 * ``campaigns`` — one :class:`flows.documents.CampaignDoc` per campaign;
 * ``candidates`` — one :class:`flows.documents.CandidateDoc` per candidate, indexed on
-  ``campaign_id``, the flags and ``e_above_hull``.
+  ``campaign_id``, the flags and ``e_above_hull``;
+* ``benchmarks`` — one document per benchmark run (``crystalforge benchmark``), keyed by
+  ``benchmark_id``: its settings, the campaigns it ran and its scored results.
 """
 
 from __future__ import annotations
@@ -67,11 +69,21 @@ class ResultsStore(MSONable):
         The jobflow ``JobStore`` the graph runs on.
     campaigns, candidates
         maggma stores of campaign and candidate documents.
+    benchmarks
+        maggma store of benchmark documents (``None``: a store spec without one; it is then
+        made next to ``campaigns``).
     """
 
     jobs: JobStore
     campaigns: Any
     candidates: Any
+    benchmarks: Any = None
+
+    def __post_init__(self) -> None:
+        if self.benchmarks is None:  # same kind of store, database and server as campaigns
+            spec = self.campaigns.as_dict()
+            spec.update(collection_name="benchmarks", key="benchmark_id")
+            self.benchmarks = type(self.campaigns).from_dict(spec)
 
     @classmethod
     def embedded(cls, path: str | Path) -> ResultsStore:
@@ -86,6 +98,7 @@ class ResultsStore(MSONable):
             jobs=jobs,
             campaigns=_monty(folder, "campaigns", "campaign_id"),
             candidates=_monty(folder, "candidates", "candidate_key"),
+            benchmarks=_monty(folder, "benchmarks", "benchmark_id"),
         )
 
     @classmethod
@@ -106,6 +119,9 @@ class ResultsStore(MSONable):
                               collection_name: campaigns, host: mongo, key: campaign_id}
             CANDIDATES_STORE: {type: MongoStore, database: crystalforge,
                                collection_name: candidates, host: mongo, key: candidate_key}
+
+        ``BENCHMARKS_STORE`` is optional: by default the ``benchmarks`` collection sits next to
+        ``campaigns`` (same store type, database and server).
         """
         import maggma.stores
         import yaml
@@ -126,6 +142,7 @@ class ResultsStore(MSONable):
             jobs=JobStore.from_dict_spec(spec["JOB_STORE"]),
             campaigns=build(spec["CAMPAIGNS_STORE"]),
             candidates=build(spec["CANDIDATES_STORE"]),
+            benchmarks=build(spec["BENCHMARKS_STORE"]) if "BENCHMARKS_STORE" in spec else None,
         )
 
     @classmethod
@@ -142,10 +159,12 @@ class ResultsStore(MSONable):
         self.jobs.connect()
         self.campaigns.connect()
         self.candidates.connect()
+        self.benchmarks.connect()
         for store in (self.jobs.docs_store, *self.jobs.additional_stores.values()):
             _create_table(store)
         _create_table(self.campaigns)
         _create_table(self.candidates)
+        _create_table(self.benchmarks)
         for field_name in CANDIDATE_INDEXES:
             try:
                 self.candidates.ensure_index(field_name)
@@ -155,7 +174,7 @@ class ResultsStore(MSONable):
         return self
 
     def close(self) -> None:
-        for store in (self.jobs, self.campaigns, self.candidates):
+        for store in (self.jobs, self.campaigns, self.candidates, self.benchmarks):
             store.close()
 
     # --- documents --------------------------------------------------------------------------
@@ -197,6 +216,16 @@ class ResultsStore(MSONable):
             documents,
             key=lambda d: (d.get("e_above_hull") is None, d.get("e_above_hull") or 0.0),
         )
+
+    def save_benchmark(self, document: dict[str, Any]) -> None:
+        """Upsert a benchmark document by ``benchmark_id``."""
+        self.benchmarks.update([document], key="benchmark_id")
+
+    def benchmark(self, benchmark_id: str) -> dict[str, Any] | None:
+        document = self.benchmarks.query_one({"benchmark_id": benchmark_id})
+        if document:
+            document.pop("_id", None)
+        return document
 
     def candidate(self, candidate_key: str) -> dict[str, Any] | None:
         """One candidate by ``campaign/candidate`` key or by bare candidate id."""

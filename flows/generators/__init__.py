@@ -16,6 +16,7 @@ from flows.generators.rss import (
     generate_rss,
     point_group_order,
     space_groups_with_symmops,
+    tuned_minsep,
 )
 from flows.generators.substitution import (
     LAMBDA_TABLE_FILE,
@@ -42,4 +43,5 @@ __all__ = [
     "require_arity",
     "space_groups_with_symmops",
     "substitution_probability",
+    "tuned_minsep",
 ]

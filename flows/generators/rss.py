@@ -27,8 +27,9 @@ stream, seeded from ``(seed, index)``, so candidate ``i`` is the same whatever
 
 from __future__ import annotations
 
+import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache, lru_cache
 from importlib.metadata import version
 from itertools import combinations_with_replacement
@@ -48,6 +49,7 @@ __all__ = [
     "generate_rss",
     "point_group_order",
     "space_groups_with_symmops",
+    "tuned_minsep",
 ]
 
 #: Atoms-per-cell ranges by number of elements, each drawn with equal weight. Ternary to quinary
@@ -126,14 +128,47 @@ def _random_composition(rng: np.random.Generator, n_atoms: int, n_elements: int)
 
 
 def _minsep_table(
-    elements: tuple[str, ...], scale: float, bounds: tuple[float, float]
+    elements: tuple[str, ...],
+    scale: float,
+    bounds: tuple[float, float],
+    tuned: Mapping[str, float] | None = None,
 ) -> dict[tuple[str, str], float]:
-    """``MINSEP_ij = clamp(scale * (r_i + r_j), *bounds)`` for every pair of elements."""
+    """``MINSEP_ij = clamp(scale * (r_i + r_j), *bounds)`` for every pair of elements, or the
+    ``tuned`` value of the pair (``"A-B"``, sorted symbols) where it has one."""
     radius = {el: float(covalent_radii[atomic_numbers[el]]) for el in elements}
-    return {
-        (a, b): float(np.clip(scale * (radius[a] + radius[b]), *bounds))
-        for a, b in combinations_with_replacement(elements, 2)
-    }
+    tuned = tuned or {}
+    table = {}
+    for a, b in combinations_with_replacement(sorted(elements), 2):
+        value = tuned.get(f"{a}-{b}", scale * (radius[a] + radius[b]))
+        table[(a, b)] = float(np.clip(value, *bounds))
+    return table
+
+
+def tuned_minsep(
+    relaxed: Sequence[Structure], bounds: tuple[float, float] = (0.7, 3.0)
+) -> dict[str, float]:
+    """AIRSS's second-round MINSEP: for every pair of elements, the shortest distance between
+    them in ``relaxed`` (the first round's lowest-energy relaxed structures), clamped to
+    ``bounds``; keyed ``"A-B"`` with sorted symbols. Pairs never within 3 Å are left out (the
+    first round's rule stays for them).
+
+    Raises
+    ------
+    ValueError
+        When ``relaxed`` is empty.
+    """
+    if not relaxed:
+        raise ValueError("no relaxed structures to tune MINSEP from")
+    shortest: dict[str, float] = {}
+    for structure in relaxed:
+        centres, neighbours, _, distances = structure.get_neighbor_list(
+            bounds[1], exclude_self=True
+        )
+        symbols = [site.specie.symbol for site in structure]
+        for centre, neighbour, distance in zip(centres, neighbours, distances, strict=True):
+            pair = "-".join(sorted((symbols[centre], symbols[neighbour])))
+            shortest[pair] = min(shortest.get(pair, math.inf), float(distance))
+    return {pair: float(np.clip(d, *bounds)) for pair, d in sorted(shortest.items())}
 
 
 def _separations_respected(structure: Structure, table: dict[tuple[str, str], float]) -> bool:
@@ -156,6 +191,7 @@ def _draw_structure(
     minsep: tuple[float, float],
     minsep_scale: tuple[float, float],
     volume_factor: tuple[float, float],
+    pair_minsep: Mapping[str, float] | None = None,
 ) -> tuple[Structure, dict[str, Any]] | str:
     """One AIRSS-style draw: a structure and how it was drawn, or why the draw failed."""
     from pyxtal import pyxtal
@@ -172,7 +208,7 @@ def _draw_structure(
     scale = float(rng.uniform(*minsep_scale))
     factor = float(rng.uniform(*volume_factor))
     pyxtal_seed = int(rng.integers(2**32))
-    table = _minsep_table(elements, scale, minsep)
+    table = _minsep_table(elements, scale, minsep, pair_minsep)
 
     crystal = pyxtal()
     tolerances = Tol_matrix(*((a, b, d) for (a, b), d in table.items()))
@@ -224,6 +260,7 @@ def generate_rss(
     minsep_scale: tuple[float, float] = (0.5, 0.8),
     volume_factor: tuple[float, float] = (1.0, 1.3),
     max_attempts_per_candidate: int = 20,
+    pair_minsep: Mapping[str, float] | None = None,
 ) -> RSSResult:
     """Random symmetric crystals of a chemical system, AIRSS style (see the module docstring).
 
@@ -247,6 +284,9 @@ def generate_rss(
         Range of pyxtal's volume factor (cell volume relative to its atomic-volume estimate).
     max_attempts_per_candidate
         Draws per candidate before it is given up and reported as a failure.
+    pair_minsep
+        Tuned MINSEP per pair (``"A-B"``, sorted symbols; :func:`tuned_minsep`, the paper's
+        second round): used as is for those pairs, clamped to ``minsep``.
 
     Returns
     -------
@@ -275,6 +315,7 @@ def generate_rss(
         "minsep_scale_range": list(minsep_scale),
         "volume_factor_range": list(volume_factor),
         "pyxtal_version": version("pyxtal"),
+        **({"tuned_minsep": dict(pair_minsep)} if pair_minsep else {}),
     }
 
     records: list[CrystalRecord] = []
@@ -285,8 +326,9 @@ def generate_rss(
         reason = "no attempt made"
         for attempt in range(1, max_attempts_per_candidate + 1):
             drawn = _draw_structure(
-                rng, elements, count_ranges, groups, minsep, minsep_scale, volume_factor
-            )
+                rng, elements, count_ranges, groups, minsep, minsep_scale, volume_factor,
+                pair_minsep,
+            )  # fmt: skip
             if isinstance(drawn, str):
                 reason = drawn
                 continue

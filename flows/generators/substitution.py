@@ -40,6 +40,7 @@ from itertools import permutations, product
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pymatgen.core
 from monty.serialization import loadfn
 from pymatgen.core import Element, Species, Structure
@@ -177,6 +178,50 @@ class _Decoration:
             str(s): str(t) for s, t in zip(self.source_species, self.target_species, strict=True)
         }
 
+    @property
+    def species_map_symbols(self) -> tuple[tuple[str, str], ...]:
+        """The map by element, oxidation states dropped (to tell maps apart across modes)."""
+        return tuple(
+            (s.symbol, t.symbol)
+            for s, t in zip(self.source_species, self.target_species, strict=True)
+        )
+
+
+def _plain_decorations(
+    source: CrystalRecord,
+    formula: tuple[tuple[str, int], ...],
+    elements: Sequence[str],
+    probable: set[tuple[str, tuple[tuple[str, str], ...]]],
+) -> list[_Decoration]:
+    """Every map of the source's elements onto ``elements`` (no oxidation states), except the
+    identity and the maps the λ model already accepted."""
+    source_species = tuple(Species(symbol, None) for symbol, _ in formula)
+    found = []
+    for order in permutations(elements):
+        if all(t == s.symbol for t, s in zip(order, source_species, strict=True)):
+            continue
+        target = tuple(Species(symbol, None) for symbol in order)
+        decoration = _Decoration(0.0, source, source_species, target)
+        if (source.label, decoration.species_map_symbols) not in probable:
+            found.append(decoration)
+    return found
+
+
+def _unique_structures(
+    decorations: Sequence[_Decoration], max_candidates: int | None, chunk: int = 256
+) -> list[tuple[_Decoration, Structure]]:
+    """The decorations' structures in order, duplicates (of an earlier one) removed, at most
+    ``max_candidates``; structures are built a chunk at a time, so a cap stops early."""
+    kept: list[tuple[_Decoration, Structure]] = []
+    for start in range(0, len(decorations), chunk):
+        if max_candidates is not None and len(kept) >= max_candidates:
+            break
+        batch = [(d, _substituted_structure(d)) for d in decorations[start : start + chunk]]
+        duplicates = find_duplicates([s for _, s in kept] + [s for _, s in batch])
+        fresh = duplicates[len(kept) :]
+        kept += [item for item, dup in zip(batch, fresh, strict=True) if dup is None]
+    return kept[:max_candidates] if max_candidates is not None else kept
+
 
 def _decorations_of(
     source: CrystalRecord,
@@ -253,6 +298,7 @@ def generate_substitutions(
     max_candidates: int | None = None,
     max_sites: int = 100,
     seed: int = 0,
+    enumerate_all: bool = False,
 ) -> list[CrystalRecord]:
     """Every unique ion-substitution candidate of a chemical system (see the module docstring).
 
@@ -270,8 +316,13 @@ def generate_substitutions(
     max_sites
         Skip sources with more sites (the paper's prototypes have fewer than 100 atoms).
     seed
-        Accepted for a uniform generator interface; the output does not depend on it (ties are
-        broken by parent label, then species map).
+        Orders the maps outside the λ model (``enumerate_all``) when ``max_candidates`` cuts
+        them; otherwise unused (ties are broken by parent label, then species map).
+    enumerate_all
+        Also every other map of a source's elements onto the system's elements, without
+        oxidation states or the λ model (the paper's "every unique substitution of the
+        prototypes", D.4.1, which takes intermetallics and mixed valence too). They come after
+        the λ-probable ones (probability 0), in a seeded random order.
 
     Returns
     -------
@@ -281,7 +332,6 @@ def generate_substitutions(
         species_map (source species → target species), probability, index. Empty when no
         source can be decorated with the system (e.g. noble gases).
     """
-    del seed  # documented as unused
     elements = parse_chemsys(chemsys if isinstance(chemsys, str) else "-".join(chemsys))
     require_arity(elements, 2, "substitution")
     if not 0 < threshold <= 1:
@@ -294,8 +344,6 @@ def generate_substitutions(
     model = substitution_probability()
     model_species = frozenset(model.species)
     target_options = [_allowed_species(element, model_species) for element in elements]
-    if not all(target_options):
-        return []  # an element without a species the λ table knows cannot be substituted in
     target_charges = [tuple(sp.oxi_state for sp in options) for options in target_options]
 
     sources = [
@@ -304,7 +352,8 @@ def generate_substitutions(
     ]
 
     decorations: list[_Decoration] = []
-    for source in sources:
+    # an element without a species the λ table knows has no probable substitution
+    for source in sources if all(target_options) else ():
         structure = source.structure
         if len(structure) > max_sites:
             continue
@@ -321,17 +370,26 @@ def generate_substitutions(
             source, source_species, counts, target_options, model, threshold
         )
 
+    if enumerate_all:  # every other map of the source's elements onto the system's
+        probable = {(d.source.label, d.species_map_symbols) for d in decorations}
+        for source in sources:
+            structure = source.structure
+            formula = _reduced_formula(structure) if len(structure) <= max_sites else None
+            if formula is None or len(formula) != len(elements):
+                continue
+            decorations += _plain_decorations(source, formula, elements, probable)
+    rng = np.random.default_rng(seed)  # a seeded, unbiased order among the plain maps
+    shuffle = {id(d): float(rng.random()) for d in decorations if d.probability == 0}
     decorations.sort(
-        key=lambda d: (-d.probability, d.source.label, json.dumps(d.species_map, sort_keys=True))
+        key=lambda d: (
+            -d.probability,
+            shuffle.get(id(d), 0.0),
+            d.source.label,
+            json.dumps(d.species_map, sort_keys=True),
+        )
     )
-    structures = [_substituted_structure(d) for d in decorations]
-    duplicate_of = find_duplicates(structures) if structures else []
     records: list[CrystalRecord] = []
-    for decoration, structure, duplicate in zip(decorations, structures, duplicate_of, strict=True):
-        if duplicate is not None:
-            continue
-        if max_candidates is not None and len(records) >= max_candidates:
-            break
+    for decoration, structure in _unique_structures(decorations, max_candidates):
         index = len(records)
         parent = decoration.source
         properties = {
@@ -342,6 +400,7 @@ def generate_substitutions(
             "probability": decoration.probability,
             "index": index,
             "threshold": threshold,
+            "mode": "all" if enumerate_all else "probable",
         }
         records.append(CrystalRecord(structure, f"sub-{index}", "substitution", properties))
     return records

@@ -15,14 +15,25 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from pipeline.cli import campaign, data, dft, evaluate, finetune, model, relax, results, worker
+from pipeline.cli import (
+    benchmark,
+    campaign,
+    data,
+    dft,
+    evaluate,
+    finetune,
+    model,
+    relax,
+    results,
+    worker,
+)
 from pipeline.cli.common import EXIT_BAD_INPUT
 from pipeline.compat.typer import click_exceptions
 
 #: ``crystalforge --help`` lists commands in the order a user meets them.
 COMMAND_ORDER = (
     "campaign", "results", "generate", "evaluate", "relax", "data", "train", "finetune", "dft",
-    "worker",
+    "worker", "benchmark",
     "version",
 )  # fmt: skip
 
@@ -112,6 +123,7 @@ app.command("finetune")(finetune.finetune)
 app.command("generate")(model.generate)
 app.add_typer(dft.dft_app, name="dft")
 app.add_typer(worker.worker_app, name="worker")
+app.add_typer(benchmark.benchmark_app, name="benchmark")
 
 
 def main() -> None:

@@ -53,6 +53,40 @@ CountUnverifiedOption = Annotated[
 ]
 
 
+ExcludeSystemsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--exclude-systems",
+        help="Hold these chemical systems out of the training data: table-d3-well-explored "
+        "(the paper's choice, D.4.1) or a comma-separated list such as O-Sr-V,Mn-O-Se. A "
+        "crystal whose elements are exactly one of them is removed.",
+    ),
+]
+
+
+def held_out(tensors: object, spec: str | None) -> object:
+    """``tensors`` (a ``CrystalTensors``) less the crystals of the systems ``--exclude-systems
+    spec`` names; prints how many were removed. A bad spec exits 2."""
+    if not spec:
+        return tensors
+    from pymatgen.core import Element
+
+    from evaluation.discovery.systems import excluded_systems
+
+    try:
+        systems = excluded_systems(spec)
+    except ValueError as error:
+        raise fail(f"--exclude-systems {spec}: {error}") from None
+    numbers = [frozenset(Element(el).Z for el in system) for system in systems]
+    kept, removed = tensors.without_systems(numbers)
+    shown = ", ".join(removed[:5]) + (" ..." if len(removed) > 5 else "")
+    typer.echo(
+        f"--exclude-systems {spec}: removed {len(removed)} of {len(tensors)} crystals"
+        + (f" ({shown})" if removed else "")
+    )
+    return kept
+
+
 class HullOption(StrEnum):
     """Where MLFF energies go (``evaluation.hull.stability``)."""
 

@@ -12,7 +12,14 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.common import DeviceOption, chosen_device, fail, run_and_report
+from pipeline.cli.common import (
+    DeviceOption,
+    ExcludeSystemsOption,
+    chosen_device,
+    fail,
+    held_out,
+    run_and_report,
+)
 
 #: The CPU recipe (``configs/finetune/small.yaml``), found beside the model configs.
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "finetune" / "small.yaml"
@@ -66,6 +73,7 @@ def finetune(
         Path | None, typer.Option(help="Continue from this fine-tuning checkpoint (last.pt).")
     ] = None,
     device: DeviceOption = None,
+    exclude_systems: ExcludeSystemsOption = None,
 ) -> None:
     """Fine-tune a base checkpoint on property labels, for `generate --condition`."""
     from dataclasses import replace
@@ -114,6 +122,7 @@ def finetune(
         tensors = CrystalTensors.load(tensor_file)
     except DatasetError as error:
         raise fail(f"--data: {error}") from None
+    tensors = held_out(tensors, exclude_systems)
     try:
         property_labels = load_labels(
             tensors,
@@ -151,6 +160,7 @@ def finetune(
             "data": str(data),
             "properties": [item.spec.to_dict() for item in property_labels],
             "num_crystals": len(tensors),
+            "excluded_systems": exclude_systems,
             "device": str(target),
             "resumed_from": str(resume) if resume else None,
         },

@@ -16,9 +16,11 @@ import typer
 
 from pipeline.cli.common import (
     DeviceOption,
+    ExcludeSystemsOption,
     bad_input_errors,
     chosen_device,
     fail,
+    held_out,
     read_input,
     run_and_report,
 )
@@ -242,6 +244,7 @@ def train(
         int | None, typer.Option(min=1, help="Stop at this step (default: the config's).")
     ] = None,
     device: DeviceOption = None,
+    exclude_systems: ExcludeSystemsOption = None,
 ) -> None:
     """Train (or resume training) the score network; writes checkpoints and history.json."""
     from model.config import ConfigError, load_model_config
@@ -271,6 +274,7 @@ def train(
             raise fail(f"--data: {error}") from None
     else:
         tensors = _to_tensors(data, settings.max_atoms)
+    tensors = held_out(tensors, exclude_systems)
     typer.echo(
         f"training {settings.name} on {len(tensors)} crystals from {data} on {target}"
         + (f", resuming from {resume}" if resume else "")
@@ -291,6 +295,7 @@ def train(
             "model": settings.name,
             "data": str(data),
             "num_crystals": len(tensors),
+            "excluded_systems": exclude_systems,
             "device": str(target),
             "resumed_from": str(resume) if resume else None,
         },

@@ -25,6 +25,7 @@ from flows.generators import (
     point_group_order,
     require_arity,
     space_groups_with_symmops,
+    tuned_minsep,
 )
 from flows.generators import rss as rss_module
 
@@ -287,3 +288,56 @@ def test_build_prototypes_is_deterministic(tmp_path):
     module.build_prototypes(SHARED_DATA, tmp_path)
     shipped = Path(data_dir()) / "prototypes" / "prototypes.jsonl.gz"
     assert (tmp_path / "prototypes" / "prototypes.jsonl.gz").read_bytes() == shipped.read_bytes()
+
+
+# ------------------------------------------------------------- the benchmark's RSS and substitution
+
+
+def test_tuned_minsep_is_the_shortest_distance_of_each_pair_clamped():
+    rocksalt = Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
+    # Na-Cl 2.82 Å; Na-Na and Cl-Cl 3.99 Å lie beyond AIRSS's 3 Å bound and are left out
+    assert tuned_minsep([rocksalt]) == {"Cl-Na": pytest.approx(2.82)}
+    squeezed = Structure(Lattice.cubic(3.0), ["Na", "Cl"], [[0, 0, 0], [0.15, 0, 0]])
+    assert tuned_minsep([rocksalt, squeezed])["Cl-Na"] == 0.7  # 0.45 Å, clamped to MINSEP's floor
+    with pytest.raises(ValueError, match="no relaxed structures"):
+        tuned_minsep([])
+
+
+def test_rss_round_two_respects_the_tuned_separations():
+    tuned = {"Co-Li": 2.4, "Co-O": 1.8, "Li-O": 1.9, "O-O": 2.3}
+    records, failures = generate_rss("Li-Co-O", 6, seed=3, pair_minsep=tuned)
+    assert failures == [] and len(records) == 6
+    for record in records:
+        table = record.properties["minsep_pairs"]
+        assert {pair: table[pair] for pair in tuned} == tuned  # tuned pairs used as given
+        assert record.properties["params"]["tuned_minsep"] == tuned
+        structure = record.structure
+        centres, neighbours, _, distances = structure.get_neighbor_list(3.0, exclude_self=True)
+        for i, j, distance in zip(centres, neighbours, distances, strict=True):
+            pair = "-".join(sorted((structure[i].specie.symbol, structure[j].specie.symbol)))
+            assert distance >= table[pair] - 1e-6
+
+
+def test_substitution_enumerating_all_maps_reaches_systems_the_lambda_model_cannot():
+    assert generate_substitutions("Li-Pr-Te", max_candidates=8) == []  # no charge-balanced map
+    records = generate_substitutions("Li-Pr-Te", max_candidates=8, enumerate_all=True, seed=1)
+    assert len(records) == 8
+    assert {r.chemsys for r in records} == {"Li-Pr-Te"}
+    assert find_duplicates([r.structure for r in records]) == [None] * 8
+    assert all(r.properties["mode"] == "all" and r.properties["probability"] == 0 for r in records)
+    again = generate_substitutions("Li-Pr-Te", max_candidates=8, enumerate_all=True, seed=1)
+    assert [r.properties for r in again] == [r.properties for r in records]
+    other = generate_substitutions("Li-Pr-Te", max_candidates=8, enumerate_all=True, seed=2)
+    assert [r.properties["parent"] for r in other] != [r.properties["parent"] for r in records]
+
+
+def test_substitution_enumerating_all_puts_the_probable_maps_first(li_co_o_substitutions):
+    every = generate_substitutions("Li-Co-O", max_candidates=40, enumerate_all=True)
+    probable = [r for r in every if r.properties["probability"] > 0]
+    assert len(probable) == len(li_co_o_substitutions)
+    first = [r.properties["probability"] > 0 for r in every]
+    assert first == [True] * len(probable) + [False] * (40 - len(probable))  # then plain maps
+    assert [r.formula for r in probable] == [r.formula for r in li_co_o_substitutions]
+    assert len(every) == 40

@@ -55,3 +55,14 @@ def test_relax_jobs_is_not_part_of_a_campaign_s_settings_or_id():
     assert two.maker().prerelax.n_jobs == 2 and two.maker().final.n_jobs == 2
     with pytest.raises(ValueError, match="relax_jobs"):
         CampaignConfig(relax_jobs=0)
+
+
+def test_settings_added_later_keep_the_ids_of_campaigns_stored_before_them():
+    """Ids computed by the code before ``rss_minsep`` and ``substitution_mode`` existed."""
+    from pipeline.campaign import CampaignConfig, default_campaign_id
+
+    assert default_campaign_id("Li-Co-O", CampaignConfig()) == "Li-Co-O-rss-c081787b"
+    config = CampaignConfig(generator="substitution", num_candidates=16, top_k=4)
+    assert default_campaign_id("Li-Co-O", config) == "Li-Co-O-substitution-a08730ae"
+    tuned = CampaignConfig(rss_minsep={"Li-O": 1.9})
+    assert default_campaign_id("Li-Co-O", tuned) != "Li-Co-O-rss-c081787b"

@@ -421,3 +421,22 @@ def test_weights_that_do_not_fit_the_stored_config_raise_a_checkpoint_error(save
     torch.save(payload, tmp_path / "badconfig.pt")
     with pytest.raises(CheckpointError, match="unusable config"):
         load_checkpoint(tmp_path / "badconfig.pt")
+
+
+def test_held_out_systems_remove_exactly_the_crystals_of_those_element_sets():
+    numbers = {"Li": 3, "O": 8, "Co": 27}
+    crystals = [["Li", "O"], ["Li", "Co", "O"], ["Co", "O", "O"], ["Li", "Co", "O", "O"]]
+    atoms = [numbers[el] for crystal in crystals for el in crystal]
+    tensors = CrystalTensors(
+        atomic_numbers=torch.tensor(atoms),
+        frac_coords=torch.rand(len(atoms), 3),
+        lattice=torch.eye(3).repeat(len(crystals), 1, 1) * 4,
+        num_atoms=torch.tensor([len(c) for c in crystals]),
+        ids=["li2o", "licoo2", "coo2", "li-co-o-2"],
+    )
+    kept, removed = tensors.without_systems([frozenset({3, 27, 8})])
+    assert removed == ["licoo2", "li-co-o-2"]  # its binaries (Li-O, Co-O) stay, as in the paper
+    assert kept.ids == ["li2o", "coo2"]
+    assert kept.atomic_numbers.tolist() == [3, 8, 27, 8, 8]
+    same, none = tensors.without_systems([frozenset({3, 9})])
+    assert same is tensors and none == []

@@ -1,0 +1,182 @@
+"""``crystalforge benchmark``: rerun the paper's discovery benchmarks.
+
+``benchmark chemsys`` runs MatterGen, random structure search and substitution on the
+chemical systems of Table D3 (Fig. 3); every system × method is a campaign in the results
+store, so the benchmark resumes and runs on FireWorks (``--launchpad``) as well as here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.cli.common import (
+    DEFAULT_STORE,
+    StoreOption,
+    bad_input_errors,
+    fail,
+    launchpad_location,
+    opened_store,
+    output_folder,
+)
+
+benchmark_app = typer.Typer(
+    help="Rerun the paper's discovery benchmarks (Fig. 3, Fig. 5g-h).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+ResultsOption = Annotated[
+    Path, typer.Option("--results", help="Folder for the tables (.md, .json) and figures.")
+]
+
+
+@benchmark_app.command("chemsys")
+def benchmark_chemsys(
+    systems: Annotated[
+        str,
+        typer.Option(
+            help="table-d3 (the 27 systems), table-d3:well|partially|not, or a comma-separated "
+            "list such as O-Sr-V,Li-Pr-Te."
+        ),
+    ] = "table-d3",
+    preset: Annotated[
+        str,
+        typer.Option(help="Budgets: tiny (CI), laptop (2 cores, hours), paper, or a YAML file."),
+    ] = "laptop",
+    store: StoreOption = DEFAULT_STORE,
+    results: ResultsOption = Path("benchmarks/results"),
+    launchpad: Annotated[
+        str | None,
+        typer.Option(
+            "--launchpad",
+            help="Submit the campaigns to this FireWorks LaunchPad instead of running them "
+            "here; run again after the workers finish to submit RSS round 2 and to score.",
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="MatterGen checkpoint (default: the preset's, else the shipped one)."),
+    ] = None,
+) -> None:
+    """MatterGen vs random structure search vs substitution on Table D3's systems (Fig. 3)."""
+    from evaluation.discovery.report import write_chemsys_report
+    from evaluation.discovery.systems import benchmark_systems
+    from pipeline.benchmarks.chemsys import (
+        check_benchmark,
+        fireworks_runner,
+        local_runner,
+        run_benchmark,
+    )
+    from pipeline.benchmarks.presets import load_preset
+
+    try:  # everything is checked before the store is created
+        chosen = benchmark_systems(systems)
+    except ValueError as error:
+        raise fail(f"--systems {systems}: {error}") from None
+    try:
+        settings = load_preset(preset)
+    except ValueError as error:
+        raise fail(f"--preset {preset}: {error}") from None
+    if checkpoint is not None:
+        settings = settings.model_copy(update={"checkpoint": str(checkpoint)})
+    location = launchpad_location(launchpad) if launchpad else None
+    output_folder(results, "--results")
+    try:
+        check_benchmark(chosen, settings, check_dft_here=location is None)
+    except (ValueError, *bad_input_errors()) as error:
+        raise fail(str(error)) from None
+    from flows.progress import show_progress
+    from pipeline.launchpad import LaunchPadError
+
+    with show_progress(), opened_store(store, create=True) as opened:
+        runner = fireworks_runner(opened, location) if location else local_runner(opened)
+        try:
+            document = run_benchmark(chosen, settings, opened, runner, say=typer.echo)
+        except (ValueError, LaunchPadError, *bad_input_errors()) as error:
+            raise fail(str(error)) from None
+    written = write_chemsys_report(document, results)
+    scored, pending = len(document["results"]), len(document["pending"])
+    typer.echo(
+        f"benchmark {document['benchmark_id']}: {scored} of {scored + pending} systems scored; "
+        f"wrote {', '.join(str(p) for p in written[:2])} and {len(written) - 2} figures"
+    )
+    if pending:
+        typer.echo("  run the same command again to resume the unscored systems")
+
+
+@benchmark_app.command("property")
+def benchmark_property(
+    property: Annotated[
+        str, typer.Option("--property", help="bulk_modulus, magnetic_density or hhi.")
+    ],
+    threshold: Annotated[float, typer.Option(help="The constraint: property >= threshold.")],
+    budgets: Annotated[
+        str, typer.Option(help="Property-calculation budgets, comma-separated.")
+    ] = "20,60,180",
+    samples: Annotated[int, typer.Option(min=1, help="MatterGen samples.")] = 64,
+    data: Annotated[
+        Path, typer.Option(help="The fine-tuning data: a `data build` folder with its labels.")
+    ] = Path("runs/dataset-core"),
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoint tuned on the property (default: the shipped one)."),
+    ] = None,
+    model_steps: Annotated[
+        int | None, typer.Option(min=1, help="Sampling steps T (default: the model's).")
+    ] = None,
+    work: Annotated[
+        Path, typer.Option(help="Folder for the cached samples and computed values.")
+    ] = Path("crystalforge-benchmarks"),
+    store: StoreOption = DEFAULT_STORE,
+    results: ResultsOption = Path("benchmarks/results"),
+) -> None:
+    """S.U.N. structures meeting a property constraint per calculation budget: MatterGen vs
+    screening vs the labelled data (Fig. 5g-h)."""
+    from pydantic import ValidationError
+
+    from pipeline.benchmarks.property import (
+        PropertyBenchmarkSettings,
+        check_settings,
+        run_property_benchmark,
+        write_property_report,
+    )
+
+    try:
+        chosen = [int(b) for b in budgets.split(",") if b.strip()]
+    except ValueError:
+        raise fail(f"--budgets {budgets}: expected integers such as 20,60,180") from None
+    try:
+        settings = PropertyBenchmarkSettings(
+            property=property,
+            threshold=threshold,
+            budgets=chosen,
+            samples=samples,
+            checkpoint=str(checkpoint) if checkpoint else None,
+            data=str(data),
+            model_steps=model_steps,
+        )
+    except ValidationError as error:
+        raise fail(f"--budgets {budgets}: {error.errors()[0]['msg']}") from None
+    output_folder(results, "--results")
+    output_folder(work, "--work")
+    try:
+        check_settings(settings)
+    except ValueError as error:
+        raise fail(str(error)) from None
+    with opened_store(store, create=True) as opened:
+        document = run_property_benchmark(
+            settings, opened, work / f"property-{property}-{settings.digest()}", typer.echo
+        )
+    written = write_property_report(document, results)
+    hits = document["methods"]
+    line = ", ".join(
+        f"B={b}: mattergen {hits['mattergen']['hits'][str(b)]['hits']}, "
+        f"screening {hits['screening']['hits'][str(b)]['hits']}"
+        for b in document["budgets"]
+    )
+    typer.echo(f"benchmark {document['benchmark_id']}: {line}; labelled data "
+               f"{hits['labelled data']['hits']}")  # fmt: skip
+    typer.echo(f"wrote {', '.join(str(p) for p in written)}")

@@ -1,0 +1,156 @@
+"""``crystalforge benchmark chemsys``: the tiny preset end to end, its resume, its bad input,
+and the same benchmark run by FireWorks workers.
+
+The tiny preset's numbers mean nothing (a few candidates, 25 relaxation steps); what is
+specified here is the protocol: three methods per system, RSS in two rounds with tuned
+MINSEP, one combined hull per system at the final stage's level, and the tables and figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.store import ResultsStore
+
+SYSTEMS = "Li-Pr-Te,Br-Pb-Rh"
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, ["benchmark", "chemsys", *args])
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("benchmark")
+    options = ["--systems", SYSTEMS, "--preset", "tiny", "--store", str(folder / "store")]
+    options += ["--results", str(folder / "results")]
+    first = run(*options)
+    assert first.exit_code == 0, first.output
+    return {"folder": folder, "options": options, "output": first.output}
+
+
+def stored(folder: Path) -> tuple[dict, list[dict]]:
+    store = ResultsStore.embedded(folder / "store").connect()
+    try:
+        benchmarks = list(store.benchmarks.query({}))
+        assert len(benchmarks) == 1
+        return benchmarks[0], store.list_campaigns()
+    finally:
+        store.close()
+
+
+def test_every_system_gets_a_campaign_per_method_and_rss_two_rounds(tiny):
+    document, campaigns = stored(tiny["folder"])
+    assert {c["status"] for c in campaigns} == {"completed"}
+    by_system = {}
+    for campaign in campaigns:
+        by_system.setdefault(campaign["chemsys"], []).append(campaign["config"])
+    assert set(by_system) == {"Li-Pr-Te", "Br-Pb-Rh"}
+    for configs in by_system.values():
+        generators = sorted(c["generator"] for c in configs)
+        assert generators == ["mattergen", "rss", "rss", "substitution"]
+        assert {c["hull"] for c in configs} == {"same-level"}  # one level of theory
+        rss = [c for c in configs if c["generator"] == "rss"]
+        first, second = sorted(rss, key=lambda c: c["seed"])
+        assert first["rss_minsep"] is None and second["seed"] == first["seed"] + 1
+        assert second["rss_minsep"] and all(0.7 <= d <= 3.0 for d in second["rss_minsep"].values())
+        substitution = next(c for c in configs if c["generator"] == "substitution")
+        assert substitution["substitution_mode"] == "all"
+    assert [r["chemsys"] for r in document["results"]] == ["Li-Pr-Te", "Br-Pb-Rh"]
+    assert document["pending"] == []
+
+
+def test_each_system_is_judged_on_one_combined_hull_at_the_final_level(tiny):
+    document, _ = stored(tiny["folder"])
+    for result in document["results"]:
+        assert result["level_of_theory"] == "mlff:sevennet-7net-0"
+        assert "known hull phases" in result["coverage"]["label"]
+        assert set(result["methods"]) == {"mattergen", "rss", "substitution"}
+        for method in result["methods"].values():
+            assert method["n_final"] <= 2  # top K = 2, RSS over both rounds
+            assert method["n_sun"] <= method["n_unique"] <= method["n_final"]
+        for verdict in result["verdicts"].values():
+            # every final structure is part of the combined hull: never below it
+            assert verdict["e_above_hull"] >= -1e-9
+        vertices = {f"{p['source']}:{p['key']}" for p in result["hull_points"]}
+        assert all(a in vertices and b in vertices for a, b in result["hull_edges"])
+
+
+def test_the_table_and_figures_are_written(tiny):
+    results = tiny["folder"] / "results"
+    table = (results / "chemsys.md").read_text()
+    assert re.search(r"^\| system \| group \| mattergen \| rss \| substitution \|", table, re.M)
+    assert "| `Li-Pr-Te` | partially |" in table and "| `Br-Pb-Rh` | not |" in table
+    for name in ("chemsys_groups", "chemsys_hull_Li-Pr-Te", "chemsys_hull_Br-Pb-Rh"):
+        for suffix in (".png", ".svg"):
+            assert (results / f"{name}{suffix}").stat().st_size > 1000
+    data = json.loads((results / "chemsys.json").read_text())
+    assert data["aggregate"]["n_elements"]["ternary"]["mattergen"]["sun_rate"]["n"] == 2
+
+
+def test_running_again_reuses_every_campaign_and_gives_the_same_scores(tiny):
+    again = run(*tiny["options"])
+    assert again.exit_code == 0, again.output
+    assert not re.search(r"^benchmark: \S+ (mattergen|rss|substitution)", again.output, re.M)
+    document, _ = stored(tiny["folder"])
+    first = json.loads((tiny["folder"] / "results" / "chemsys.json").read_text())
+    assert [r["methods"] for r in document["results"]] == [r["methods"] for r in first["results"]]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--systems", "Xx-O"], "--systems Xx-O: 'Xx' is not an element symbol"),
+        (["--systems", "table-d3:most"], "unknown group 'most'"),
+        (["--preset", "huge"], "--preset huge: unknown preset 'huge'"),
+        (["--systems", "Am-O"], "Am-O (mattergen): Am in Am-O: no known elemental phase"),
+    ],
+)
+def test_bad_input_is_one_line_and_creates_no_store(tmp_path, options, message):
+    store = tmp_path / "store"
+    result = run(*options, "--store", str(store), "--results", str(tmp_path / "r"))
+    assert result.exit_code == 2
+    assert message in result.output and result.output.count("error:") == 1
+    assert not store.exists() and not (tmp_path / "r").exists()
+
+
+def test_a_preset_file_with_an_unknown_setting_is_refused(tmp_path):
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("mattergen_samples: 4\nsubstitutions: 4\nrss_per_round: 4\nbudget: 9\n")
+    result = run("--preset", str(preset), "--store", str(tmp_path / "s"))
+    assert result.exit_code == 2 and "budget: Extra inputs are not permitted" in result.output
+
+
+@pytest.mark.slow
+def test_fireworks_workers_run_the_benchmark_in_three_submissions(tmp_path):
+    """Submit → workers → submit (RSS round 2) → workers → score: the local run's numbers."""
+    from tests.pipeline.test_fireworks import crystalforge, ok
+
+    cache = Path(os.environ.get("CRYSTALFORGE_CACHE", tmp_path / "cache"))
+    lp, store = f"embedded:{tmp_path / 'lp.json'}", str(tmp_path / "store")
+    options = ["benchmark", "chemsys", "--systems", "Br-Pb-Rh", "--preset", "tiny"]
+    options += ["--store", store, "--results", str(tmp_path / "results"), "--launchpad", lp]
+    first = ok(crystalforge(*options, cwd=tmp_path, cache=cache))
+    assert "rss round 2 waits for round 1" in first and "0 of 1 systems scored" in first
+
+    def workers() -> None:
+        for category in ("gpu", "cpu"):
+            done = ok(crystalforge("worker", "rapidfire", "--launchpad", lp, "--category",
+                                   category, cwd=tmp_path, cache=cache))  # fmt: skip
+            assert "0 fizzled" in done
+
+    workers()
+    second = ok(crystalforge(*options, cwd=tmp_path, cache=cache))
+    assert "Br-Pb-Rh rss round 2" in second and "0 of 1 systems scored" in second
+    workers()
+    third = ok(crystalforge(*options, cwd=tmp_path, cache=cache))
+    assert "1 of 1 systems scored" in third
+    assert (tmp_path / "results" / "chemsys_hull_Br-Pb-Rh.png").is_file()
