@@ -29,6 +29,9 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--type-temperature", type=float, default=None)
     parser.add_argument("--hardware", default=f"{platform.machine()} CPU")
+    parser.add_argument(
+        "--out-dir", type=Path, default=CHECKPOINTS, help="e.g. data/checkpoints/benchmarks"
+    )
     args = parser.parse_args()
 
     run = json.loads((args.run / "history.json").read_text())
@@ -43,11 +46,13 @@ def main() -> None:
         "best_validation": run["best_validation"],
         "wall_seconds": float(run["wall_seconds"]),
         "hardware": args.hardware,
+        "excluded_systems": run.get("excluded_systems"),
     }
     overrides = {}
     if args.type_temperature is not None:
         overrides["type_temperature"] = args.type_temperature
-    destination = CHECKPOINTS / f"{args.name}.pt"
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    destination = args.out_dir / f"{args.name}.pt"
     export_checkpoint(source, destination, provenance, diffusion=overrides)
     size = destination.stat().st_size / 1e6
     if size > MAX_MEGABYTES:

@@ -242,7 +242,8 @@ def plot_ternary_hull(result: dict[str, Any], path: Path) -> list[Path]:
             ax.annotate(point["formula"], (x, y), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")  # fmt: skip
     for (x, y), el in zip(corners[:3], elements, strict=True):
-        ax.annotate(el, (x, y), fontsize=12, ha="center", va="top" if y == 0 else "bottom")
+        ax.annotate(el, (x, y), fontsize=12, ha="center", va="top" if y == 0 else "bottom",
+                    xytext=(0, -9 if y == 0 else 7), textcoords="offset points")  # fmt: skip
     ax.set_axis_off()
     ax.set_aspect("equal")
     ax.legend(loc="upper right", fontsize=8)

@@ -36,7 +36,7 @@ from evaluation.metrics.sun import USABLE_RELAXATIONS, SUNSettings
 from evaluation.reference import load_reference
 from flows.contracts import HullFailure, hull_outcome
 from flows.generators.rss import tuned_minsep
-from pipeline.benchmarks.presets import ChemsysPreset
+from pipeline.benchmarks.presets import ChemsysPreset, held_out_checkpoint
 from pipeline.campaign import (
     CampaignConfig,
     check_campaign,
@@ -86,7 +86,9 @@ def campaign_config(
         relax_jobs=preset.relax_jobs,
         seed=preset.seed + (round_ - 1),  # round 2 draws other structures
         reference=preset.reference,
-        checkpoint=preset.checkpoint if method == "mattergen" else None,
+        checkpoint=(preset.checkpoint or str(held_out_checkpoint()))
+        if method == "mattergen"
+        else None,
         model_steps=preset.model_steps if method == "mattergen" else None,
         hull="same-level",  # one level of theory: reference compounds relaxed with each MLFF
         dft_settings=preset.dft_settings,

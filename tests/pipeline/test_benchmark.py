@@ -154,3 +154,94 @@ def test_fireworks_workers_run_the_benchmark_in_three_submissions(tmp_path):
     third = ok(crystalforge(*options, cwd=tmp_path, cache=cache))
     assert "1 of 1 systems scored" in third
     assert (tmp_path / "results" / "chemsys_hull_Br-Pb-Rh.png").is_file()
+
+
+# --- benchmark property ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def labelled_data(tmp_path_factory) -> Path:
+    """A `data build`-shaped folder: 12 perovskites, 8 of them with an HHI label."""
+    import pandas as pd
+
+    from evaluation.io.crystals import read_crystals
+    from model.property_compute import hhi
+    from model.structures import structures_to_tensors
+    from tests.conftest import PEROV_5_VAL
+
+    folder = tmp_path_factory.mktemp("data")
+    records = read_crystals(PEROV_5_VAL, limit=12).records
+    tensors = structures_to_tensors(((r.label, r.structure) for r in records), max_atoms=20)
+    tensors.tensors.save(folder / "dataset.pt")
+    ids = tensors.tensors.ids
+    labels = [hhi(r.structure).value if i < 8 else None for i, r in enumerate(records)]
+    pd.DataFrame({"id": ids, "hhi": labels}).to_csv(folder / "properties.csv.gz", index=False)
+    (folder / "properties.json").write_text(
+        json.dumps({"properties": {"hhi": {"level_of_theory": "composition (USGS 2023 HHI)"}}})
+    )
+    return folder
+
+
+def run_property(*args: str):
+    return CliRunner().invoke(app, ["benchmark", "property", *args])
+
+
+def test_the_property_benchmark_counts_hits_per_budget_for_each_method(labelled_data, tmp_path):
+    options = ["--property", "hhi", "--threshold", "3000", "--budgets", "1,2", "--samples", "3"]
+    options += ["--model-steps", "10", "--data", str(labelled_data)]
+    options += ["--work", str(tmp_path / "work"), "--store", str(tmp_path / "store")]
+    options += ["--results", str(tmp_path / "results")]
+    result = run_property(*options)
+    assert result.exit_code == 0, result.output
+    store = ResultsStore.embedded(tmp_path / "store").connect()
+    try:
+        (document,) = list(store.benchmarks.query({"kind": "property"}))
+    finally:
+        store.close()
+    assert document["level_of_theory"] == "composition (USGS 2023 HHI)"
+    labels = pd_labels(labelled_data)
+    assert document["methods"]["labelled data"] == {
+        "hits": int((labels >= 3000).sum()),
+        "n_labelled": 8,
+    }
+    screening = document["methods"]["screening"]
+    assert screening["n_pool"] == 4  # the unlabelled ones
+    values = [
+        json.loads(line)["value"]
+        for line in next((tmp_path / "work").glob("*/screening/values.jsonl")).read_text().splitlines()
+    ]
+    assert screening["hits"]["2"] == {"hits": sum(v >= 3000 for v in values[:2]), "spent": 2}
+    mattergen = document["methods"]["mattergen"]
+    assert mattergen["n_samples"] == 3 and mattergen["n_sun"] <= mattergen["n_relaxed"] <= 3
+    assert mattergen["hits"]["2"]["spent"] == min(2, mattergen["n_sun"])
+    table = (tmp_path / "results" / "property_hhi.md").read_text()
+    assert "| mattergen |" in table and "| screening |" in table and "| labelled data |" in table
+    assert (tmp_path / "results" / "property_hhi.png").stat().st_size > 1000
+    again = run_property(*options)  # everything cached: the same document
+    assert again.exit_code == 0 and "computed" not in again.output
+
+
+def pd_labels(folder: Path):
+    import pandas as pd
+
+    return pd.read_csv(folder / "properties.csv.gz")["hhi"].dropna()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--property", "space_group"], "--property space_group: not a scalar property"),
+        (["--budgets", "0,5"], "budgets must be positive"),
+        (["--budgets", "a,b"], "--budgets a,b: expected integers"),
+        (["--data", "no-such-folder"], "--data no-such-folder: no dataset.pt"),
+    ],
+)
+def test_property_benchmark_bad_input_is_one_line_and_creates_no_store(
+    labelled_data, tmp_path, options, message
+):
+    base = {"--property": "hhi", "--threshold": "3000", "--data": str(labelled_data)}
+    for flag, value in zip(options[::2], options[1::2], strict=True):
+        base[flag] = value
+    args = [item for pair in base.items() for item in pair]
+    result = run_property(*args, "--store", str(tmp_path / "store"))
+    assert result.exit_code == 2, result.output
+    assert message in result.output and result.output.count("error:") == 1
+    assert not (tmp_path / "store").exists()
