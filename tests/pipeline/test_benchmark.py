@@ -204,10 +204,8 @@ def test_the_property_benchmark_counts_hits_per_budget_for_each_method(labelled_
     }
     screening = document["methods"]["screening"]
     assert screening["n_pool"] == 4  # the unlabelled ones
-    values = [
-        json.loads(line)["value"]
-        for line in next((tmp_path / "work").glob("*/screening/values.jsonl")).read_text().splitlines()
-    ]
+    computed = next((tmp_path / "work").glob("*/screening/values.jsonl"))
+    values = [json.loads(line)["value"] for line in computed.read_text().splitlines()]
     assert screening["hits"]["2"] == {"hits": sum(v >= 3000 for v in values[:2]), "spent": 2}
     mattergen = document["methods"]["mattergen"]
     assert mattergen["n_samples"] == 3 and mattergen["n_sun"] <= mattergen["n_relaxed"] <= 3
