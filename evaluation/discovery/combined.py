@@ -16,6 +16,8 @@ Conventions
   the method, novel against the reference, with :mod:`evaluation.metrics.sun`'s verdicts.
 * "On the combined hull" means E_hull <= :data:`ON_HULL_TOLERANCE` (1 meV/atom; two methods
   finding the same phase both count), counted once per unique structure of the method.
+* ``n_far_below`` counts structures more than :data:`FAR_BELOW_REFERENCE` below the
+  reference's own hull: too good to take on trust, whatever they do to the combined hull.
 * Every result carries the reference's coverage of the system's known hull phases: an
   incomplete reference makes every hull, and so every "stable", optimistic. Where a second,
   complete hull can take the final stage's energies (``check_hull``: the DFT hull of every
@@ -39,6 +41,9 @@ from evaluation.metrics.sun import Judged, SUNSettings, judge
 
 #: eV/atom: a structure this close to the combined hull is on it.
 ON_HULL_TOLERANCE = 1e-3
+#: eV/atom: a structure this far below the reference's own hull is suspect (an MLFF artefact
+#: is likelier than a phase that much more stable than every known compound); flagged.
+FAR_BELOW_REFERENCE = 0.2
 #: The name of the reference's points in hull counts and plots (Fig. 3c–e's "Alex-MP-ICSD").
 REFERENCE = "reference"
 
@@ -79,6 +84,7 @@ class MethodScore:
     n_on_hull: int = 0
     n_sun_on_hull: int = 0
     n_sun_known_hull: int | None = None
+    n_far_below: int = 0
     sun_keys: list[str] = field(default_factory=list)
 
     @property
@@ -261,6 +267,13 @@ def score_system(
             score.n_sun += verdict.sun
             score.n_on_hull += on_hull
             score.n_sun_on_hull += verdict.sun and on_hull
+            below = reference.e_above_hull(
+                final.relaxed.composition,
+                final.energy_per_atom,
+                level_of_theory=final.level_of_theory,
+                kind="total",
+            ).e_above_hull
+            score.n_far_below += below < -FAR_BELOW_REFERENCE
             checked = _check(check_hull, final) if check_hull and verdict.sun else None
             if checked is not None:
                 check_label = checked.label
@@ -269,6 +282,7 @@ def score_system(
                 score.sun_keys.append(item.id)
             verdicts[item.id] = {
                 "e_above_known_hull": checked.e_above_hull if checked else None,
+                "e_above_reference_hull": below,
                 "method": method,
                 "formula": item.judged.composition.reduced_formula,
                 "e_above_hull": item.hull.e_above_hull,

@@ -91,11 +91,12 @@ def aggregate(results: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict
 def _cell(score: dict[str, Any] | None) -> str:
     if not score or not score["n_final"]:
         return "–"
-    confirmed = score.get("n_sun_known_hull")
+    confirmed, suspect = score.get("n_sun_known_hull"), score.get("n_far_below")
     return (
         f"{100 * score['sun_rate']:.0f} % ({score['n_sun']}/{score['n_final']}"
         + (f"; {confirmed} on known hull" if confirmed is not None else "")
         + f") · {score['n_on_hull']} on hull"
+        + (f" · {suspect} far below reference ⚠" if suspect else "")
     )
 
 
@@ -288,7 +289,9 @@ def write_chemsys_report(document: dict[str, Any], folder: Path) -> list[Path]:
         "coverage says how many of the system's known hull phases the reference holds: below "
         '100 %, every hull is optimistic. "on known hull": of the S.U.N. structures, those '
         "also within the stability threshold of the DFT hull of every known MP-20 near-hull "
-        "phase (MLFF energies mapped to its scale; a cross-level check, labelled as such).",
+        "phase (MLFF energies mapped to its scale; a cross-level check, labelled as such). "
+        '"far below reference ⚠": final structures more than 0.2 eV/atom below the '
+        "reference's own hull, too good to take on trust (an MLFF artefact is likelier).",
         "",
         markdown_table(results, methods),
         markdown_groups(aggregated, methods),

@@ -124,6 +124,10 @@ def test_a_structure_below_the_reference_hull_becomes_a_vertex_and_moves_the_hul
     sources = {(p.formula, p.source) for p in score.hull_points if len(p.fractions) > 1}
     assert sources == {("Li2O", REFERENCE), ("Li2O2", "mattergen")}  # pymatgen's name of LiO
     assert score.level_of_theory == LEVEL
+    # the reference's own hull: -1.5 at x_O = 1/2, -1.0 at 2/3 (Li2O to O)
+    assert score.verdicts["mg/lio"]["e_above_reference_hull"] == pytest.approx(-0.3)
+    assert score.verdicts["rss/lio2"]["e_above_reference_hull"] == pytest.approx(0.0, abs=1e-9)
+    assert (mattergen.n_far_below, rss.n_far_below) == (1, 0)  # 0.3 below: flagged
 
 
 def test_duplicates_count_once_and_are_not_sun(reference, empty_index):
