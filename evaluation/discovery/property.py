@@ -164,7 +164,7 @@ def plot(document: dict[str, Any], path: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from evaluation.discovery.report import COLOURS
+    from evaluation.discovery.report import COLOURS, save_figure
 
     budgets = document["budgets"]
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -178,10 +178,4 @@ def plot(document: dict[str, Any], path: Path) -> list[Path]:
     ax.set_title(f"{document['property']} ({document['level_of_theory']})", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    written = []
-    for suffix in (".png", ".svg"):
-        out = path.with_suffix(suffix)
-        fig.savefig(out, dpi=110)
-        written.append(out)
-    plt.close(fig)
-    return written
+    return save_figure(fig, path)

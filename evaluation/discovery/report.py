@@ -28,6 +28,20 @@ COLOURS = {
 ARITIES = {3: "ternary", 4: "quaternary", 5: "quinary"}
 
 
+def save_figure(fig: Any, path: Path, **options: Any) -> list[Path]:
+    """``path`` as PNG and SVG (the figures a person opens, and the ones a paper takes);
+    closes the figure."""
+    import matplotlib.pyplot as plt
+
+    written = []
+    for suffix in (".png", ".svg"):
+        out = path.with_suffix(suffix)
+        fig.savefig(out, dpi=110, **options)
+        written.append(out)
+    plt.close(fig)
+    return written
+
+
 def mean_interval(
     values: Sequence[float], bounds: tuple[float, float] = (0.0, math.inf)
 ) -> dict[str, float | int | None]:
@@ -193,13 +207,7 @@ def plot_groups(aggregated: dict[str, Any], methods: Sequence[str], path: Path) 
         ax.legend(fontsize=8)
     fig.suptitle("Chemical-system benchmark (bars: mean over systems; lines: 95 % interval)")
     fig.tight_layout()
-    written = []
-    for suffix in (".png", ".svg"):
-        out = path.with_suffix(suffix)
-        fig.savefig(out, dpi=110)
-        written.append(out)
-    plt.close(fig)
-    return written
+    return save_figure(fig, path)
 
 
 def _ternary_xy(fractions: dict[str, float], elements: Sequence[str]) -> tuple[float, float]:
@@ -253,13 +261,7 @@ def plot_ternary_hull(result: dict[str, Any], path: Path) -> list[Path]:
         f"reference {result['coverage'].get('label', '')}",
         fontsize=9,
     )
-    written = []
-    for suffix in (".png", ".svg"):
-        out = path.with_suffix(suffix)
-        fig.savefig(out, dpi=110, bbox_inches="tight")
-        written.append(out)
-    plt.close(fig)
-    return written
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def write_chemsys_report(document: dict[str, Any], folder: Path) -> list[Path]:
@@ -275,14 +277,14 @@ def write_chemsys_report(document: dict[str, Any], folder: Path) -> list[Path]:
     written = [folder / "chemsys.json"]
     written[0].write_text(json.dumps(document, indent=1, default=str))
     budgets = ", ".join(f"{m} {n}" for m, n in document["budgets"].items())
-    preset = document["preset"]
+    preset, campaign = document["preset"], document["campaign"]
     lines = [
         f"# Chemical-system benchmark ({preset['name']} preset)",
         "",
         f"Structures proposed per system: {budgets} (RSS: {preset['rss_rounds']} rounds). "
-        f"Top {preset['top_k']} per method by predicted E_hull ({preset['prerelax_model']}) "
-        f"go to the final stage ({preset['engine']}"
-        + (f", {preset['final_model']}" if preset["engine"] == "mlff" else "")
+        f"Top {preset['top_k']} per method by predicted E_hull ({campaign['prerelax_model']}) "
+        f"go to the final stage ({campaign['engine']}"
+        + (f", {campaign['final_model']}" if campaign["engine"] == "mlff" else "")
         + "). Each cell: S.U.N. rate of a method's final-stage structures on the combined hull "
         "(every method's final structures plus the reference compounds, all at the final "
         "stage's level of theory) and its unique structures on that hull. The reference "

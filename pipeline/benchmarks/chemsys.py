@@ -36,7 +36,7 @@ from evaluation.metrics.sun import USABLE_RELAXATIONS, SUNSettings
 from evaluation.reference import load_reference
 from flows.contracts import HullFailure, hull_outcome
 from flows.generators.rss import tuned_minsep
-from pipeline.benchmarks.presets import ChemsysPreset, held_out_checkpoint
+from pipeline.benchmarks.presets import SET_BY_THE_BENCHMARK, ChemsysPreset, held_out_checkpoint
 from pipeline.campaign import (
     CampaignConfig,
     check_campaign,
@@ -71,30 +71,24 @@ def campaign_config(
         "rss": preset.rss_per_round,
         "substitution": preset.substitutions,
     }[method]
+    mattergen = method == "mattergen"
+    shared = preset.campaign
     return CampaignConfig(
-        generator=method,
-        num_candidates=budget,
-        top_k=min(preset.top_k, budget),
-        engine=preset.engine,
-        prerelax_model=preset.prerelax_model,
-        final_model=preset.final_model,
-        fmax=preset.fmax,
-        max_steps=preset.max_steps,
-        final_fmax=preset.final_fmax,
-        final_max_steps=preset.final_max_steps,
-        shard_size=preset.shard_size,
-        relax_jobs=preset.relax_jobs,
-        seed=preset.seed + (round_ - 1),  # round 2 draws other structures
-        reference=preset.reference,
-        checkpoint=(preset.checkpoint or str(held_out_checkpoint()))
-        if method == "mattergen"
-        else None,
-        model_steps=preset.model_steps if method == "mattergen" else None,
-        hull="same-level",  # one level of theory: reference compounds relaxed with each MLFF
-        dft_settings=preset.dft_settings,
-        vasp_hull_entries=preset.vasp_hull_entries,
-        rss_minsep=rss_minsep,
-        substitution_mode="all" if method == "substitution" else None,
+        **{
+            **shared,
+            "generator": method,
+            "num_candidates": budget,
+            "top_k": min(preset.top_k, budget),
+            "seed": shared.get("seed", 0) + (round_ - 1),  # round 2 draws other structures
+            "checkpoint": (shared.get("checkpoint") or str(held_out_checkpoint()))
+            if mattergen
+            else None,
+            "model_steps": shared.get("model_steps") if mattergen else None,
+            # one level of theory: reference compounds relaxed with each MLFF
+            "hull": "same-level",
+            "rss_minsep": rss_minsep,
+            "substitution_mode": "all" if method == "substitution" else None,
+        }
     )
 
 
@@ -302,8 +296,8 @@ def score_run(
         finals,
         index,
         settings,
-        reference_complete=settings.complete_reference(preset.reference is not None),
-        check_hull=known_phase_hull() if preset.engine == "mlff" else None,
+        reference_complete=settings.complete_reference(preset.shared().reference is not None),
+        check_hull=known_phase_hull() if preset.shared().engine == "mlff" else None,
     ).to_dict()
     budgets = preset.budgets()
     for method, ids in run.campaigns.items():
@@ -320,7 +314,7 @@ def score_run(
 
 def novelty_index(preset: ChemsysPreset, settings: SUNSettings) -> ReferenceIndex:
     """The novelty reference of every campaign of the benchmark."""
-    records = load_reference(preset.reference).records
+    records = load_reference(preset.shared().reference).records
     return ReferenceIndex.build(records, settings=settings.matcher_settings())
 
 
@@ -373,6 +367,7 @@ def run_benchmark(
         "benchmark_id": identifier,
         "kind": "chemsys",
         "preset": preset.model_dump(),
+        "campaign": preset.shared().model_dump(exclude=set(SET_BY_THE_BENCHMARK)),
         "budgets": preset.budgets(),
         "methods": list(METHODS),
         "systems": [s.name for s in systems],

@@ -10,9 +10,10 @@ structures, K = 100, DFT final stage.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from evaluation.paths import PROJECT_ROOT, data_dir
 
@@ -31,8 +32,15 @@ def held_out_checkpoint() -> Path:
     return data_dir() / HELD_OUT_CHECKPOINT
 
 
+#: Settings every campaign of the benchmark gets from the benchmark itself, not the preset.
+SET_BY_THE_BENCHMARK = (
+    "generator", "num_candidates", "top_k", "hull", "rss_minsep", "substitution_mode", "input",
+)  # fmt: skip
+
+
 class ChemsysPreset(BaseModel):
-    """Budgets and campaign settings of one chemical-system benchmark run."""
+    """Budgets of one chemical-system benchmark run, and the campaign settings all its
+    campaigns share (``campaign``: :class:`~pipeline.campaign.CampaignConfig` fields)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -42,27 +50,6 @@ class ChemsysPreset(BaseModel):
     rss_per_round: int = Field(ge=1, description="RSS structures per round")
     rss_rounds: int = Field(2, ge=1, le=2, description="2: the second round tunes MINSEP")
     top_k: int = Field(100, ge=1, description="structures per method to the final stage")
-    engine: str = "mlff"
-    prerelax_model: str = "chgnet"
-    final_model: str = "7net-l3i5"
-    fmax: float = Field(0.05, gt=0)
-    max_steps: int = Field(300, ge=1)
-    final_fmax: float = Field(0.05, gt=0)
-    final_max_steps: int = Field(300, ge=1)
-    relax_jobs: int = Field(1, ge=1)
-    shard_size: int = Field(32, ge=1)
-    model_steps: int | None = Field(None, ge=1, description="MatterGen sampling steps T")
-    checkpoint: str | None = Field(
-        None,
-        description="MatterGen checkpoint (default: the shipped chemical-system fine-tune "
-        "trained without the well-explored systems, HELD_OUT_CHECKPOINT)",
-    )
-    seed: int = Field(0, ge=0)
-    reference: str | None = None
-    dft_settings: dict = Field(default_factory=dict, description="GPAW input-set overrides")
-    vasp_hull_entries: str | None = Field(
-        None, description="MP2020-compatible DFT entries (JSON) for engine vasp's hull"
-    )
     minsep_quantile: float = Field(
         0.25,
         gt=0,
@@ -70,6 +57,28 @@ class ChemsysPreset(BaseModel):
         description="RSS round 2 tunes MINSEP on this lowest share (by predicted E_hull) of "
         "round 1's relaxed structures",
     )
+    campaign: dict[str, Any] = Field(
+        default_factory=dict,
+        description="CampaignConfig settings of every campaign (engine, models, relaxation, "
+        "seed, checkpoint, ...); the checkpoint defaults to HELD_OUT_CHECKPOINT",
+    )
+
+    @field_validator("campaign")
+    @classmethod
+    def _campaign_settings(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from pipeline.campaign import CampaignConfig
+
+        fixed = sorted(set(value) & set(SET_BY_THE_BENCHMARK))
+        if fixed:
+            raise ValueError(f"{', '.join(fixed)}: set by the benchmark, not the preset")
+        CampaignConfig(**value, num_candidates=1, top_k=1)  # unknown or bad settings fail here
+        return value
+
+    def shared(self) -> Any:
+        """The campaign settings every method shares, as a ``CampaignConfig``."""
+        from pipeline.campaign import CampaignConfig
+
+        return CampaignConfig(**self.campaign, num_candidates=1, top_k=1)
 
     def budgets(self) -> dict[str, int]:
         """Structures each method proposes per system."""
@@ -104,4 +113,5 @@ def load_preset(name_or_path: str) -> ChemsysPreset:
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ValueError(f"preset {path}: {where}: {first['msg']}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise ValueError(f"preset {path}: {where}: {message}") from None

@@ -81,7 +81,8 @@ def benchmark_chemsys(
     except ValueError as error:
         raise fail(f"--preset {preset}: {error}") from None
     if checkpoint is not None:
-        settings = settings.model_copy(update={"checkpoint": str(checkpoint)})
+        campaign = {**settings.campaign, "checkpoint": str(checkpoint)}
+        settings = settings.model_copy(update={"campaign": campaign})
     location = launchpad_location(launchpad) if launchpad else None
     output_folder(results, "--results")
     try:

@@ -122,11 +122,20 @@ def test_bad_input_is_one_line_and_creates_no_store(tmp_path, options, message):
     assert not store.exists() and not (tmp_path / "r").exists()
 
 
-def test_a_preset_file_with_an_unknown_setting_is_refused(tmp_path):
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("budget: 9", "budget: Extra inputs are not permitted"),
+        ("campaign: {top_k: 3}", "campaign: top_k: set by the benchmark, not the preset"),
+        ("campaign: {engine: castep}", "engine: must be one of mlff, gpaw, vasp"),
+    ],
+)
+def test_a_preset_file_with_a_setting_it_cannot_take_is_refused(tmp_path, extra, message):
     preset = tmp_path / "mine.yaml"
-    preset.write_text("mattergen_samples: 4\nsubstitutions: 4\nrss_per_round: 4\nbudget: 9\n")
+    preset.write_text(f"mattergen_samples: 4\nsubstitutions: 4\nrss_per_round: 4\n{extra}\n")
     result = run("--preset", str(preset), "--store", str(tmp_path / "s"))
-    assert result.exit_code == 2 and "budget: Extra inputs are not permitted" in result.output
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "s").exists()
 
 
 @pytest.mark.slow
