@@ -261,12 +261,13 @@ def advance_system(
             run.campaigns.setdefault(method, []).append(planned.campaign_id)
             if _completed(store, planned.campaign_id):
                 continue
-            label = f"{system.name} {method}" + (f" round {round_}" if rounds > 1 else "")
-            say(f"benchmark: {label} ({planned.campaign_id})")
+            label = method + (f" round {round_}" if rounds > 1 else "")
+            if runner is not score_only_runner:
+                say(f"benchmark: {system.name} {label} ({planned.campaign_id})")
             document = runner(planned)
             status = document.get("status")
             if status == "failed":
-                run.failures.append(f"{method}: {document.get('failure')}")
+                run.failures.append(f"{label}: {document.get('failure')}")
             elif status != "completed":
                 run.waiting.append(f"{label}: {status}")
     return run
@@ -329,6 +330,11 @@ def benchmark_id(preset: ChemsysPreset, systems: Sequence[BenchmarkSystem]) -> s
     return f"chemsys-{preset.name}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
+def score_only_runner(planned: PlannedCampaign) -> dict[str, Any]:
+    """Runs nothing: the benchmark scores the systems whose campaigns have all finished."""
+    return {"status": "not run (--score-only)"}
+
+
 def run_benchmark(
     systems: Sequence[BenchmarkSystem],
     preset: ChemsysPreset,
@@ -337,19 +343,33 @@ def run_benchmark(
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Advance every system (run or submit its campaigns), score those whose campaigns all
-    finished, and save the benchmark document in the store; returns it."""
+    finished, and save the benchmark document in the store after each system (a run stopped
+    half-way leaves the systems it scored); returns the document."""
     started = time.perf_counter()
     runner = runner or local_runner(store)
     settings = SUNSettings()
     index = novelty_index(preset, settings)
     identifier = benchmark_id(preset, systems)
     previous = store.benchmark(identifier) or {}
-    results, pending = [], []
-    for system in systems:
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    document = {
+        "benchmark_id": identifier,
+        "kind": "chemsys",
+        "preset": preset.model_dump(),
+        "campaign": preset.shared().model_dump(exclude=set(SET_BY_THE_BENCHMARK)),
+        "budgets": preset.budgets(),
+        "methods": list(METHODS),
+        "systems": [s.name for s in systems],
+        "results": [],
+        "pending": [],
+        "created_at": previous.get("created_at", now),
+    }
+    scored = {r["chemsys"]: r for r in previous.get("results", [])}
+    for position, system in enumerate(systems):
         run = advance_system(system, preset, store, runner, say)
         score = score_run(run, preset, store, index, settings)
         if score is None:
-            pending.append(
+            document["pending"].append(
                 {
                     "chemsys": system.name,
                     "campaigns": run.campaigns,
@@ -360,24 +380,16 @@ def run_benchmark(
             why = "; ".join(run.failures + run.waiting)
             say(f"benchmark: {system.name} not scored yet ({why})")
         else:
-            results.append(score)
+            document["results"].append(score)
             say(f"benchmark: {system.name} scored: " + _one_line(score))
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    document = {
-        "benchmark_id": identifier,
-        "kind": "chemsys",
-        "preset": preset.model_dump(),
-        "campaign": preset.shared().model_dump(exclude=set(SET_BY_THE_BENCHMARK)),
-        "budgets": preset.budgets(),
-        "methods": list(METHODS),
-        "systems": [s.name for s in systems],
-        "results": results,
-        "pending": pending,
-        "created_at": previous.get("created_at", now),
-        "updated_at": now,
-        "seconds": time.perf_counter() - started,
-    }
-    store.save_benchmark(document)
+        # the systems not reached yet keep their earlier score, if any, until they are
+        later = [scored[s.name] for s in systems[position + 1 :] if s.name in scored]
+        partial = {**document, "results": document["results"] + later}
+        partial.update(updated_at=datetime.now(UTC).isoformat(timespec="seconds"))
+        partial["seconds"] = time.perf_counter() - started
+        store.save_benchmark(partial)
+        if position == len(systems) - 1:
+            document = partial
     return document
 
 

@@ -60,6 +60,14 @@ def benchmark_chemsys(
         Path | None,
         typer.Option(help="MatterGen checkpoint (default: the preset's, else the shipped one)."),
     ] = None,
+    score_only: Annotated[
+        bool,
+        typer.Option(
+            "--score-only",
+            help="Run and submit nothing: score the systems whose campaigns have all finished "
+            "(e.g. while another process or FireWorks workers run the rest).",
+        ),
+    ] = False,
 ) -> None:
     """MatterGen vs random structure search vs substitution on Table D3's systems (Fig. 3)."""
     from evaluation.discovery.report import write_chemsys_report
@@ -69,6 +77,7 @@ def benchmark_chemsys(
         fireworks_runner,
         local_runner,
         run_benchmark,
+        score_only_runner,
     )
     from pipeline.benchmarks.presets import load_preset
 
@@ -92,8 +101,13 @@ def benchmark_chemsys(
     from flows.progress import show_progress
     from pipeline.launchpad import LaunchPadError
 
-    with show_progress(), opened_store(store, create=True) as opened:
-        runner = fireworks_runner(opened, location) if location else local_runner(opened)
+    with show_progress(), opened_store(store, create=not score_only) as opened:
+        if score_only:
+            runner = score_only_runner
+        elif location:
+            runner = fireworks_runner(opened, location)
+        else:
+            runner = local_runner(opened)
         try:
             document = run_benchmark(chosen, settings, opened, runner, say=typer.echo)
         except (ValueError, LaunchPadError, *bad_input_errors()) as error:

@@ -40,7 +40,7 @@ def tiny(tmp_path_factory) -> dict:
 def stored(folder: Path) -> tuple[dict, list[dict]]:
     store = ResultsStore.embedded(folder / "store").connect()
     try:
-        benchmarks = list(store.benchmarks.query({}))
+        benchmarks = list(store.benchmarks.query({"systems": ["Li-Pr-Te", "Br-Pb-Rh"]}))
         assert len(benchmarks) == 1
         return benchmarks[0], store.list_campaigns()
     finally:
@@ -103,6 +103,21 @@ def test_running_again_reuses_every_campaign_and_gives_the_same_scores(tiny):
     document, _ = stored(tiny["folder"])
     first = json.loads((tiny["folder"] / "results" / "chemsys.json").read_text())
     assert [r["methods"] for r in document["results"]] == [r["methods"] for r in first["results"]]
+
+
+def test_score_only_runs_nothing_and_scores_what_finished(tiny, tmp_path):
+    systems = ["--systems", "Li-Pr-Te,Br-Pb-Rh,O-Sr-V", "--preset", "tiny"]
+    store = ["--store", str(tiny["folder"] / "store"), "--results", str(tmp_path / "r")]
+    result = run(*systems, *store, "--score-only")
+    assert result.exit_code == 0, result.output
+    assert "2 of 3 systems scored" in result.output
+    assert "O-Sr-V not scored yet (mattergen: not run (--score-only)" in result.output
+    assert "| `O-Sr-V`" not in (tmp_path / "r" / "chemsys.md").read_text()
+    _, campaigns = stored(tiny["folder"])
+    assert "O-Sr-V" not in {c["chemsys"] for c in campaigns}  # nothing ran
+    missing = run(*systems, "--score-only", "--store", str(tmp_path / "none"))
+    assert missing.exit_code == 2 and "no results store there" in missing.output
+    assert not (tmp_path / "none").exists()
 
 
 @pytest.mark.parametrize(
