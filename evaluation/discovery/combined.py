@@ -16,8 +16,11 @@ Conventions
   the method, novel against the reference, with :mod:`evaluation.metrics.sun`'s verdicts.
 * "On the combined hull" means E_hull <= :data:`ON_HULL_TOLERANCE` (1 meV/atom; two methods
   finding the same phase both count), counted once per unique structure of the method.
-* ``n_far_below`` counts structures more than :data:`FAR_BELOW_REFERENCE` below the
-  reference's own hull: too good to take on trust, whatever they do to the combined hull.
+* ``n_far_below`` counts structures more than :data:`FAR_BELOW` below the most complete hull
+  at hand (the check hull when given, else the reference's own): too good to take on trust,
+  whatever they do to the combined hull. Below an incomplete reference's hull many honest
+  structures lie far (the reference may lack the very phases they rediscover), which is why
+  the check hull, complete in the known phases, is preferred for this flag.
 * Every result carries the reference's coverage of the system's known hull phases: an
   incomplete reference makes every hull, and so every "stable", optimistic. Where a second,
   complete hull can take the final stage's energies (``check_hull``: the DFT hull of every
@@ -41,9 +44,9 @@ from evaluation.metrics.sun import Judged, SUNSettings, judge
 
 #: eV/atom: a structure this close to the combined hull is on it.
 ON_HULL_TOLERANCE = 1e-3
-#: eV/atom: a structure this far below the reference's own hull is suspect (an MLFF artefact
-#: is likelier than a phase that much more stable than every known compound); flagged.
-FAR_BELOW_REFERENCE = 0.2
+#: eV/atom: a structure this far below the known phases' hull is suspect (an MLFF artefact is
+#: likelier than a phase that much more stable than every known compound); flagged.
+FAR_BELOW = 0.2
 #: The name of the reference's points in hull counts and plots (Fig. 3c–e's "Alex-MP-ICSD").
 REFERENCE = "reference"
 
@@ -241,7 +244,8 @@ def score_system(
         What the verdicts mean (stability threshold, matcher, ...).
     check_hull
         A complete hull that also places the final stage's energies (labelled): S.U.N.
-        structures stable there too are counted in ``n_sun_known_hull``.
+        structures stable there too are counted in ``n_sun_known_hull``; it also judges
+        which structures are suspiciously far below the known phases (``n_far_below``).
     """
     elements = chemsys_elements(chemsys)
     for method, structures in finals.items():
@@ -273,11 +277,13 @@ def score_system(
                 level_of_theory=final.level_of_theory,
                 kind="total",
             ).e_above_hull
-            score.n_far_below += below < -FAR_BELOW_REFERENCE
-            checked = _check(check_hull, final) if check_hull and verdict.sun else None
+            checked = _check(check_hull, final) if check_hull else None
             if checked is not None:
                 check_label = checked.label
-                score.n_sun_known_hull += checked.is_stable(settings.stability_threshold)
+                if verdict.sun:
+                    score.n_sun_known_hull += checked.is_stable(settings.stability_threshold)
+            lowest = checked.e_above_hull if checked is not None else below
+            score.n_far_below += lowest < -FAR_BELOW
             if verdict.sun:
                 score.sun_keys.append(item.id)
             verdicts[item.id] = {

@@ -110,7 +110,7 @@ def _cell(score: dict[str, Any] | None) -> str:
         f"{100 * score['sun_rate']:.0f} % ({score['n_sun']}/{score['n_final']}"
         + (f"; {confirmed} on known hull" if confirmed is not None else "")
         + f") · {score['n_on_hull']} on hull"
-        + (f" · {suspect} far below reference ⚠" if suspect else "")
+        + (f" · {suspect} far below known hull ⚠" if suspect else "")
     )
 
 

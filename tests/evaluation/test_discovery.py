@@ -130,6 +130,54 @@ def test_a_structure_below_the_reference_hull_becomes_a_vertex_and_moves_the_hul
     assert (mattergen.n_far_below, rss.n_far_below) == (1, 0)  # 0.3 below: flagged
 
 
+class FixedHull:
+    """A check hull that puts every energy at a fixed E_hull (its level named in the label)."""
+
+    name = "known phases"
+
+    def __init__(self, e_above_hull: float) -> None:
+        self.value = e_above_hull
+
+    def e_above_hull(self, structure, energy_per_atom, *, level_of_theory):
+        from evaluation.hull.core import HullResult
+
+        return HullResult(
+            formula=structure.composition.reduced_formula,
+            chemsys=structure.composition.chemical_system,
+            e_above_hull=self.value,
+            formation_energy_per_atom=0.0,
+            hull_energy_per_atom=0.0,
+            decomposition={},
+            reference=self.name,
+            level_of_theory=level_of_theory,
+            correction="none",
+            reference_correction="mp2020",
+            reference_level="dft:test",
+        )
+
+
+@pytest.mark.parametrize(
+    ("check", "confirmed", "suspect"), [(0.05, 1, 0), (0.3, 0, 0), (-0.5, 1, 1)]
+)
+def test_a_complete_check_hull_confirms_sun_and_judges_what_is_too_good(
+    reference, empty_index, check, confirmed, suspect
+):
+    lio = final("mg/lio", rocksalt(), -1.8)  # 0.3 below the reference hull
+    score = score_system(
+        "Li-O",
+        reference,
+        {"mattergen": [lio]},
+        empty_index,
+        SUNSettings(),
+        reference_complete=True,
+        check_hull=FixedHull(check),
+    )
+    method = score.methods["mattergen"]
+    assert (method.n_sun, method.n_sun_known_hull, method.n_far_below) == (1, confirmed, suspect)
+    assert score.check_hull == f"known phases ({LEVEL} vs dft:test)"
+    assert score.verdicts["mg/lio"]["e_above_known_hull"] == check
+
+
 def test_duplicates_count_once_and_are_not_sun(reference, empty_index):
     twice = [final("mg/a", rocksalt(), -1.8), final("mg/b", rocksalt(), -1.8)]
     score = score_system(
