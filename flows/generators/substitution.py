@@ -25,7 +25,11 @@ where an ionic one is missing) and duplicates are removed with
 
 At pymatgen's default threshold (1e-3) a ternary gets tens of candidates from the shipped
 sources (Li-Co-O: 14; 130 at 1e-5); the paper's 15,000–70,000 per system came from 5,143 ICSD
-prototypes, which cannot ship here. Lower ``threshold`` for a broader enumeration.
+prototypes, which cannot ship here. Lower ``threshold`` for a broader enumeration, or set
+``enumerate_all``: every map of a source's elements onto the system's, without oxidation
+states (intermetallics and mixed valence included), after the λ-probable ones and in a seeded
+random order; this is the chemical-system benchmark's "every unique substitution" (D.4.1),
+which reaches systems the λ model cannot (Li-Pr-Te: none probable, every map possible).
 """
 
 from __future__ import annotations
