@@ -101,16 +101,21 @@ def cross_validated(
 
 
 def hits_by_budget(
-    values: Sequence[float | None], threshold: float, budgets: Sequence[int]
+    values: Sequence[float | None],
+    threshold: float,
+    ceiling: float,
+    budgets: Sequence[int],
 ) -> dict[str, dict[str, int]]:
-    """How many of the first ``B`` computed values meet ``>= threshold``, for each budget;
-    a budget beyond the pool spends only the pool (``spent``)."""
+    """How many of the first ``B`` computed values meet ``threshold <= value <= ceiling``
+    (``outliers``: above ``ceiling``), for each budget; a budget beyond the pool spends only
+    the pool (``spent``)."""
     out = {}
     for budget in budgets:
-        spent = values[:budget]
+        spent = [v for v in values[:budget] if v is not None]
         out[str(budget)] = {
-            "hits": sum(v is not None and v >= threshold for v in spent),
-            "spent": len(spent),
+            "hits": sum(threshold <= v <= ceiling for v in spent),
+            "outliers": sum(v > ceiling for v in spent),
+            "spent": len(values[:budget]),
         }
     return out
 
@@ -139,7 +144,7 @@ def markdown(document: dict[str, Any]) -> str:
     lines.append(
         "| labelled data | "
         + " | ".join(str(labelled["hits"]) for _ in budgets)
-        + f" |  (of {labelled['n_labelled']} labels)"
+        + f" |  (of {labelled['n_labelled']} labels; {labelled.get('outliers', 0)} outliers)"
     )
     details = document["methods"]
     lines += [

@@ -142,6 +142,13 @@ def benchmark_property(
     model_steps: Annotated[
         int | None, typer.Option(min=1, help="Sampling steps T (default: the model's).")
     ] = None,
+    max_plausible: Annotated[
+        float | None,
+        typer.Option(
+            help="Values above are outliers, not hits (default: the paper's, 600 GPa for bulk "
+            "modulus, 0.3 for magnetic density)."
+        ),
+    ] = None,
     work: Annotated[
         Path, typer.Option(help="Folder for the cached samples and computed values.")
     ] = Path("crystalforge-benchmarks"),
@@ -172,6 +179,7 @@ def benchmark_property(
             checkpoint=str(checkpoint) if checkpoint else None,
             data=str(data),
             model_steps=model_steps,
+            max_plausible=max_plausible,
         )
     except ValidationError as error:
         raise fail(f"--budgets {budgets}: {error.errors()[0]['msg']}") from None
@@ -182,9 +190,7 @@ def benchmark_property(
     except ValueError as error:
         raise fail(str(error)) from None
     with opened_store(store, create=True) as opened:
-        document = run_property_benchmark(
-            settings, opened, work / f"property-{property}-{settings.digest()}", typer.echo
-        )
+        document = run_property_benchmark(settings, opened, work, typer.echo)
     written = write_property_report(document, results)
     hits = document["methods"]
     line = ", ".join(

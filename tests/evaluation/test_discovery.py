@@ -251,3 +251,26 @@ def test_aggregate_groups_by_exploration_and_by_number_of_elements():
     table = markdown_table(results, ["mattergen", "rss"])
     assert table.splitlines()[0].startswith("| system | group | mattergen | rss |")
     assert "| `O-Sr-V` | well | 50 % (5/10; 5 on known hull) · 5 on hull |" in table
+
+
+def test_hits_per_budget_count_the_window_and_leave_outliers_and_failures_out():
+    from evaluation.discovery.property import hits_by_budget
+
+    values = [450.0, None, 2180.0, 410.0, 120.0]
+    hits = hits_by_budget(values, 400.0, 600.0, [2, 4, 10])
+    assert hits["2"] == {"hits": 1, "outliers": 0, "spent": 2}
+    assert hits["4"] == {"hits": 2, "outliers": 1, "spent": 4}
+    assert hits["10"] == {"hits": 2, "outliers": 1, "spent": 5}  # the pool ran out
+
+
+def test_the_screening_predictor_learns_a_property_of_composition():
+    import numpy as np
+
+    from evaluation.discovery.property import cross_validated
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(200, 4))
+    targets = 3 * features[:, 0] - features[:, 2] + rng.normal(scale=0.1, size=200)
+    model, quality = cross_validated(features, targets)
+    assert quality["cv_mae"] < 0.2 and quality["cv_spearman"] > 0.95
+    assert np.allclose(model.predict(features[:3]), targets[:3], atol=0.4)

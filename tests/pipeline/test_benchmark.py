@@ -224,13 +224,15 @@ def test_the_property_benchmark_counts_hits_per_budget_for_each_method(labelled_
     labels = pd_labels(labelled_data)
     assert document["methods"]["labelled data"] == {
         "hits": int((labels >= 3000).sum()),
+        "outliers": 0,  # no plausible maximum for HHI
         "n_labelled": 8,
     }
     screening = document["methods"]["screening"]
     assert screening["n_pool"] == 4  # the unlabelled ones
-    computed = next((tmp_path / "work").glob("*/screening/values.jsonl"))
+    computed = next((tmp_path / "work").glob("screening-hhi-*/values.jsonl"))
     values = [json.loads(line)["value"] for line in computed.read_text().splitlines()]
-    assert screening["hits"]["2"] == {"hits": sum(v >= 3000 for v in values[:2]), "spent": 2}
+    hits = sum(v >= 3000 for v in values[:2])
+    assert screening["hits"]["2"] == {"hits": hits, "outliers": 0, "spent": 2}
     mattergen = document["methods"]["mattergen"]
     assert mattergen["n_samples"] == 3 and mattergen["n_sun"] <= mattergen["n_relaxed"] <= 3
     assert mattergen["hits"]["2"]["spent"] == min(2, mattergen["n_sun"])
