@@ -314,11 +314,11 @@ def run_property_benchmark(
 
 
 def write_property_report(document: dict[str, Any], folder: Path) -> list[Path]:
-    """``property_<name>.{json,md,png,svg}`` in ``folder``."""
+    """``property_<name>_ge<threshold>.{json,md,png,svg}`` in ``folder``."""
     from evaluation.discovery.property import markdown, plot
 
     folder.mkdir(parents=True, exist_ok=True)
-    stem = folder / f"property_{document['property']}"
+    stem = folder / f"property_{document['property']}_ge{document['threshold']:g}"
     stem.with_suffix(".json").write_text(json.dumps(document, indent=1, default=str))
     stem.with_suffix(".md").write_text(markdown(document))
     return [stem.with_suffix(".json"), stem.with_suffix(".md"), *plot(document, stem)]
