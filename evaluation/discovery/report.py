@@ -292,8 +292,8 @@ def write_chemsys_report(document: dict[str, Any], folder: Path) -> list[Path]:
         '100 %, every hull is optimistic. "on known hull": of the S.U.N. structures, those '
         "also within the stability threshold of the DFT hull of every known MP-20 near-hull "
         "phase (MLFF energies mapped to its scale; a cross-level check, labelled as such). "
-        '"far below reference ⚠": final structures more than 0.2 eV/atom below the '
-        "reference's own hull, too good to take on trust (an MLFF artefact is likelier).",
+        '"far below known hull ⚠": final structures more than 0.2 eV/atom below that hull of '
+        "the known phases, too good to take on trust (an MLFF artefact is likelier).",
         "",
         markdown_table(results, methods),
         markdown_groups(aggregated, methods),

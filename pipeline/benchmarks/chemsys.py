@@ -41,6 +41,7 @@ from pipeline.campaign import (
     CampaignConfig,
     check_campaign,
     default_campaign_id,
+    effective_status,
     run_campaign,
 )
 from pipeline.store import ResultsStore
@@ -262,7 +263,7 @@ def advance_system(
             if _completed(store, planned.campaign_id):
                 continue
             label = method + (f" round {round_}" if rounds > 1 else "")
-            if runner is not score_only_runner:
+            if not getattr(runner, "runs_nothing", False):
                 say(f"benchmark: {system.name} {label} ({planned.campaign_id})")
             document = runner(planned)
             status = document.get("status")
@@ -330,9 +331,19 @@ def benchmark_id(preset: ChemsysPreset, systems: Sequence[BenchmarkSystem]) -> s
     return f"chemsys-{preset.name}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
-def score_only_runner(planned: PlannedCampaign) -> dict[str, Any]:
-    """Runs nothing: the benchmark scores the systems whose campaigns have all finished."""
-    return {"status": "not run (--score-only)"}
+@dataclass
+class ScoreOnly:
+    """A runner that runs nothing (``--score-only``): the benchmark scores the systems whose
+    campaigns have all finished, and says where the others stand (stored status, or not run)."""
+
+    store: ResultsStore
+    runs_nothing: bool = True
+
+    def __call__(self, planned: PlannedCampaign) -> dict[str, Any]:
+        document = self.store.campaign(planned.campaign_id)
+        if document is None:
+            return {"status": "not run (--score-only)"}
+        return {**document, "status": effective_status(document)}
 
 
 def run_benchmark(

@@ -73,11 +73,11 @@ def benchmark_chemsys(
     from evaluation.discovery.report import write_chemsys_report
     from evaluation.discovery.systems import benchmark_systems
     from pipeline.benchmarks.chemsys import (
+        ScoreOnly,
         check_benchmark,
         fireworks_runner,
         local_runner,
         run_benchmark,
-        score_only_runner,
     )
     from pipeline.benchmarks.presets import load_preset
 
@@ -103,7 +103,7 @@ def benchmark_chemsys(
 
     with show_progress(), opened_store(store, create=not score_only) as opened:
         if score_only:
-            runner = score_only_runner
+            runner = ScoreOnly(opened)
         elif location:
             runner = fireworks_runner(opened, location)
         else:
