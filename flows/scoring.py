@@ -64,6 +64,7 @@ __all__ = [
     "hull_reference",
     "hull_spec",
     "hull_stage",
+    "novelty_reference",
     "score_campaign",
     "select_top_k",
 ]
@@ -87,7 +88,7 @@ def _read_reference(reference_path: str | None, stamp: object) -> tuple[CrystalR
     return tuple(load_reference(reference_path).records)
 
 
-def _novelty_reference(
+def novelty_reference(
     reference_path: str | None, settings: SUNSettings
 ) -> tuple[ReferenceIndex, bool]:
     """The novelty index and whether it counts as complete (a user's reference does)."""
@@ -119,7 +120,7 @@ def _judge(
         else:
             status = results[-1].status if results else "missing"
             items.append(Judged(cid, generated, generated, status))
-    index, complete = _novelty_reference(reference_path, settings)
+    index, complete = novelty_reference(reference_path, settings)
     return judge(items, index, settings, reference_complete=complete)
 
 

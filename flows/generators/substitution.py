@@ -215,16 +215,21 @@ def _unique_structures(
     decorations: Sequence[_Decoration], max_candidates: int | None, chunk: int = 256
 ) -> list[tuple[_Decoration, Structure]]:
     """The decorations' structures in order, duplicates (of an earlier one) removed, at most
-    ``max_candidates``; structures are built a chunk at a time, so a cap stops early."""
+    ``max_candidates``. Without a cap that can cut, all are matched in one pass; with one,
+    structures are built in chunks that double in size, so a cap stops early and the kept
+    ones are re-matched only a logarithmic number of times."""
+    cap = max_candidates if max_candidates is not None else len(decorations)
     kept: list[tuple[_Decoration, Structure]] = []
-    for start in range(0, len(decorations), chunk):
-        if max_candidates is not None and len(kept) >= max_candidates:
-            break
-        batch = [(d, _substituted_structure(d)) for d in decorations[start : start + chunk]]
+    start = 0
+    while start < len(decorations) and len(kept) < cap:
+        size = len(decorations) if cap >= len(decorations) else chunk
+        batch = [(d, _substituted_structure(d)) for d in decorations[start : start + size]]
         duplicates = find_duplicates([s for _, s in kept] + [s for _, s in batch])
         fresh = duplicates[len(kept) :]
         kept += [item for item, dup in zip(batch, fresh, strict=True) if dup is None]
-    return kept[:max_candidates] if max_candidates is not None else kept
+        start += size
+        chunk *= 2
+    return kept[:cap]
 
 
 def _decorations_of(

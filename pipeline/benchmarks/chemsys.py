@@ -19,6 +19,8 @@ systems whose campaigns have all finished.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,9 +35,9 @@ from evaluation.hull.core import EntryHullReference
 from evaluation.hull.screening import known_phase_hull
 from evaluation.matching.index import ReferenceIndex
 from evaluation.metrics.sun import USABLE_RELAXATIONS, SUNSettings
-from evaluation.reference import load_reference
 from flows.contracts import HullFailure, hull_outcome
 from flows.generators.rss import tuned_minsep
+from flows.scoring import novelty_reference
 from pipeline.benchmarks.presets import SET_BY_THE_BENCHMARK, ChemsysPreset, held_out_checkpoint
 from pipeline.campaign import (
     CampaignConfig,
@@ -67,11 +69,7 @@ def campaign_config(
     preset: ChemsysPreset, method: str, *, round_: int = 1, rss_minsep: dict | None = None
 ) -> CampaignConfig:
     """The campaign settings of ``method`` under ``preset`` (the same protocol for all)."""
-    budget = {
-        "mattergen": preset.mattergen_samples,
-        "rss": preset.rss_per_round,
-        "substitution": preset.substitutions,
-    }[method]
+    budget = preset.campaign_budget(method)
     mattergen = method == "mattergen"
     shared = preset.campaign
     return CampaignConfig(
@@ -118,10 +116,14 @@ def _completed(store: ResultsStore, campaign_id: str) -> bool:
     return bool(document) and document.get("status") == "completed"
 
 
-def _relaxed_by_prediction(store: ResultsStore, campaign_id: str) -> list[dict[str, Any]]:
-    """A campaign's candidates with a pre-relaxation E_hull, lowest first."""
-    documents = store.query_candidates(campaign_id)
-    placed = [d for d in documents if (d.get("prerelax") or {}).get("e_above_hull") is not None]
+def _by_prediction(store: ResultsStore, campaign_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The campaigns' candidates with a pre-relaxation E_hull, lowest first."""
+    placed = [
+        document
+        for campaign_id in campaign_ids
+        for document in store.query_candidates(campaign_id)
+        if (document.get("prerelax") or {}).get("e_above_hull") is not None
+    ]
     return sorted(placed, key=lambda d: d["prerelax"]["e_above_hull"])
 
 
@@ -130,7 +132,7 @@ def round_two_minsep(
 ) -> dict[str, float] | None:
     """MINSEP tuned on the lowest ``quantile`` of round 1's relaxed structures (by predicted
     E_hull); ``None`` when round 1 relaxed nothing."""
-    relaxed = _relaxed_by_prediction(store, round_one)
+    relaxed = _by_prediction(store, [round_one])
     if not relaxed:
         return None
     keep = relaxed[: max(1, round(quantile * len(relaxed)))]
@@ -142,15 +144,7 @@ def final_structures(
 ) -> list[FinalStructure]:
     """The final-stage structures of a method's campaigns: its ``top_k`` lowest predicted
     E_hull among the selected candidates whose final stage gave a structure and an energy."""
-    selected = []
-    for campaign_id in campaign_ids:
-        for document in store.query_candidates(campaign_id):
-            if (
-                document.get("selected")
-                and (document.get("prerelax") or {}).get("e_above_hull") is not None
-            ):
-                selected.append(document)
-    selected.sort(key=lambda d: d["prerelax"]["e_above_hull"])
+    selected = [d for d in _by_prediction(store, campaign_ids) if d.get("selected")]
     finals = []
     for document in selected[:top_k]:
         final = document.get("final") or {}
@@ -199,7 +193,6 @@ class SystemRun:
     campaigns: dict[str, list[str]] = field(default_factory=dict)
     waiting: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
-    result: dict[str, Any] | None = None
 
 
 Runner = Callable[[PlannedCampaign], dict[str, Any]]
@@ -245,7 +238,7 @@ def advance_system(
     """Run (or submit) every campaign of ``system`` that is ready and not finished."""
     run = SystemRun(system)
     for method in METHODS:
-        rounds = preset.rss_rounds if method == "rss" else 1
+        rounds = preset.rounds(method)
         minsep = None
         for round_ in range(1, rounds + 1):
             if round_ == 2:
@@ -280,6 +273,7 @@ def score_run(
     store: ResultsStore,
     index: ReferenceIndex,
     settings: SUNSettings,
+    reference_complete: bool,
 ) -> dict[str, Any] | None:
     """The system's combined-hull score, once all its campaigns finished (else ``None``)."""
     if run.waiting or run.failures:
@@ -298,7 +292,7 @@ def score_run(
         finals,
         index,
         settings,
-        reference_complete=settings.complete_reference(preset.shared().reference is not None),
+        reference_complete=reference_complete,
         check_hull=known_phase_hull() if preset.shared().engine == "mlff" else None,
     ).to_dict()
     budgets = preset.budgets()
@@ -314,17 +308,8 @@ def score_run(
     return score
 
 
-def novelty_index(preset: ChemsysPreset, settings: SUNSettings) -> ReferenceIndex:
-    """The novelty reference of every campaign of the benchmark."""
-    records = load_reference(preset.shared().reference).records
-    return ReferenceIndex.build(records, settings=settings.matcher_settings())
-
-
 def benchmark_id(preset: ChemsysPreset, systems: Sequence[BenchmarkSystem]) -> str:
     """``chemsys-<preset>-<digest>``: the same preset and systems are one benchmark."""
-    import hashlib
-    import json
-
     text = json.dumps(
         {"preset": preset.model_dump(), "systems": [s.name for s in systems]}, sort_keys=True
     )
@@ -359,7 +344,8 @@ def run_benchmark(
     started = time.perf_counter()
     runner = runner or local_runner(store)
     settings = SUNSettings()
-    index = novelty_index(preset, settings)
+    shared = preset.shared()
+    index, complete = novelty_reference(shared.reference, settings)  # the campaigns' own
     identifier = benchmark_id(preset, systems)
     previous = store.benchmark(identifier) or {}
     now = datetime.now(UTC).isoformat(timespec="seconds")
@@ -367,7 +353,7 @@ def run_benchmark(
         "benchmark_id": identifier,
         "kind": "chemsys",
         "preset": preset.model_dump(),
-        "campaign": preset.shared().model_dump(exclude=set(SET_BY_THE_BENCHMARK)),
+        "campaign": shared.model_dump(exclude=set(SET_BY_THE_BENCHMARK)),
         "budgets": preset.budgets(),
         "methods": list(METHODS),
         "systems": [s.name for s in systems],
@@ -378,7 +364,7 @@ def run_benchmark(
     scored = {r["chemsys"]: r for r in previous.get("results", [])}
     for position, system in enumerate(systems):
         run = advance_system(system, preset, store, runner, say)
-        score = score_run(run, preset, store, index, settings)
+        score = score_run(run, preset, store, index, settings, complete)
         if score is None:
             document["pending"].append(
                 {

@@ -80,13 +80,22 @@ class ChemsysPreset(BaseModel):
 
         return CampaignConfig(**self.campaign, num_candidates=1, top_k=1)
 
-    def budgets(self) -> dict[str, int]:
-        """Structures each method proposes per system."""
+    def campaign_budget(self, method: str) -> int:
+        """Structures one campaign of ``method`` proposes (RSS: one round)."""
         return {
             "mattergen": self.mattergen_samples,
-            "rss": self.rss_per_round * self.rss_rounds,
+            "rss": self.rss_per_round,
             "substitution": self.substitutions,
-        }
+        }[method]
+
+    def rounds(self, method: str) -> int:
+        """Campaigns of ``method`` per system (RSS: its rounds)."""
+        return self.rss_rounds if method == "rss" else 1
+
+    def budgets(self) -> dict[str, int]:
+        """Structures each method proposes per system."""
+        methods = ("mattergen", "rss", "substitution")
+        return {m: self.campaign_budget(m) * self.rounds(m) for m in methods}
 
 
 def load_preset(name_or_path: str) -> ChemsysPreset:

@@ -254,14 +254,16 @@ def run_property_benchmark(
     store: ResultsStore,
     work: Path,
     say: Callable[[str], None] = print,
+    checkpoint: str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the benchmark, caching under ``work`` (the MatterGen arm per setting,
     the screening arm per property and data: other thresholds reuse it); returns its document,
-    also saved in the store."""
+    also saved in the store. ``checkpoint``: what :func:`check_settings` returned, when the
+    caller checked already."""
     from evaluation.discovery.property import hits_by_budget
 
     started = time.perf_counter()
-    checkpoint = check_settings(settings)
+    checkpoint = checkpoint or check_settings(settings)
     arm = work / f"property-{settings.property}-{settings.digest()}"
     screened = work / f"screening-{settings.property}-{settings.screening_digest()}"
     for folder in (arm / "mattergen", screened):

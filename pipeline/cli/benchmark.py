@@ -186,11 +186,11 @@ def benchmark_property(
     output_folder(results, "--results")
     output_folder(work, "--work")
     try:
-        check_settings(settings)
+        checkpoint_file = check_settings(settings)
     except ValueError as error:
         raise fail(str(error)) from None
     with opened_store(store, create=True) as opened:
-        document = run_property_benchmark(settings, opened, work, typer.echo)
+        document = run_property_benchmark(settings, opened, work, typer.echo, checkpoint_file)
     written = write_property_report(document, results)
     hits = document["methods"]
     line = ", ".join(

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from evaluation.records import ReadResult
+    from model.data import CrystalTensors
     from model.train import TrainResult
     from pipeline.launchpad import LaunchPadLocation
     from pipeline.store import ResultsStore
@@ -64,7 +65,7 @@ ExcludeSystemsOption = Annotated[
 ]
 
 
-def held_out(tensors: object, spec: str | None) -> object:
+def held_out(tensors: CrystalTensors, spec: str | None) -> CrystalTensors:
     """``tensors`` (a ``CrystalTensors``) less the crystals of the systems ``--exclude-systems
     spec`` names; prints how many were removed. A bad spec exits 2."""
     if not spec:
