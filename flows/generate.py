@@ -42,6 +42,8 @@ class GeneratorSettings:
     substitution_all
         ``substitution`` enumerates every map of the sources' elements onto the system's, the
         λ-probable ones first (the benchmark's "every unique substitution").
+    substitution_max_sites
+        ``substitution`` skips source structures with more sites (``None``: its default, 100).
     """
 
     seed: int = 0
@@ -51,6 +53,7 @@ class GeneratorSettings:
     num_steps: int | None = None
     rss_minsep: dict[str, float] | None = None
     substitution_all: bool = False
+    substitution_max_sites: int | None = None
 
 
 @runtime_checkable
@@ -158,7 +161,9 @@ class SubstitutionGeneratorMaker(Maker):
     @classmethod
     def from_settings(cls, settings: GeneratorSettings) -> SubstitutionGeneratorMaker:
         """Substitutions over the campaign's reference, with its seed."""
-        options = {"enumerate_all": True} if settings.substitution_all else {}
+        options: dict[str, Any] = {"enumerate_all": True} if settings.substitution_all else {}
+        if settings.substitution_max_sites is not None:
+            options["max_sites"] = settings.substitution_max_sites
         return cls(seed=settings.seed, reference_path=settings.reference_path, options=options)
 
     @job

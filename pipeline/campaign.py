@@ -100,6 +100,12 @@ class CampaignConfig(SUNSettings):
         description="substitution: 'probable' (the λ model's charge-balanced maps; default) or "
         "'all' (every map of the sources' elements, the probable ones first)",
     )
+    substitution_max_sites: int | None = Field(
+        None,
+        ge=1,
+        description="substitution: skip source structures with more sites (default 100, the "
+        "paper's prototypes)",
+    )
 
     @field_validator("generator", "engine")
     @classmethod
@@ -165,6 +171,7 @@ class CampaignConfig(SUNSettings):
             num_steps=self.model_steps,
             rss_minsep=self.rss_minsep,
             substitution_all=self.substitution_mode == "all",
+            substitution_max_sites=self.substitution_max_sites,
         )
 
     def _final_stage(self) -> MLFFRelaxMaker | DFTStageMaker:
@@ -212,7 +219,7 @@ def drop_finished_jobs(flow: Flow, store: ResultsStore) -> list[str]:
 
 #: Settings added after campaigns were first stored: left out of the id while unset, so a
 #: campaign stored before they existed keeps its id.
-_LATER_SETTINGS = ("rss_minsep", "substitution_mode")
+_LATER_SETTINGS = ("rss_minsep", "substitution_mode", "substitution_max_sites")
 
 
 def default_campaign_id(system: str, config: CampaignConfig) -> str:

@@ -17,6 +17,11 @@ ranges of equal weight (ternary 3–9/10–15/16–20, quaternary 4–10/11–15
    0.9, 64 candidates took 2–8x longer (a failed draw costs pyxtal up to ~30 s);
 5. let pyxtal place the atoms (``from_random`` with that tolerance matrix and a volume factor
    ``~ U(volume_factor)``), then check every distance against ``MINSEP_ij`` ourselves.
+   pyxtal tries up to 40 lattices per call; a draw that places its atoms at all does so in the
+   first few (measured on Bi-Cu-Pb-S with a second round's tuned MINSEP: capping at 4 changed
+   one of 12 candidates' attempt counts), while a doomed draw spent ~20 s on the other 36.
+   ``lattice_attempts`` (default 5) caps it, a count and not a clock, so draws stay
+   reproducible on any machine.
 
 A draw that fails at any step is thrown away and the candidate drawn again (all of it: atom
 count, composition, group, separations), up to ``max_attempts_per_candidate`` times; a candidate
@@ -29,7 +34,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import cache, lru_cache
 from importlib.metadata import version
 from itertools import combinations_with_replacement
@@ -74,6 +80,8 @@ _POINT_GROUP_ORDERS = (
 )  # fmt: skip
 #: Distances are compared with this slack (Å): pyxtal projects points onto Wyckoff positions.
 _DISTANCE_SLACK = 1e-6
+#: Lattices pyxtal tries per draw (its own default: 40); see the module docstring.
+LATTICE_ATTEMPTS = 5
 
 
 class RSSResult(NamedTuple):
@@ -183,6 +191,33 @@ def _separations_respected(structure: Structure, table: dict[tuple[str, str], fl
     return True
 
 
+@contextmanager
+def _lattice_attempts_capped(limit: int) -> Iterator[None]:
+    """pyxtal's ``random_crystal`` tries at most ``limit`` lattices while inside.
+
+    pyxtal (1.1) sets ``self.lattice_attempts = 40`` in ``set_crystal`` and loops over it; it
+    has no argument for it. A class property whose setter clamps the value caps the loop
+    without copying pyxtal's code; ``tests/flows/test_rss.py`` checks it still takes.
+    """
+    from pyxtal.crystal import random_crystal
+
+    if "lattice_attempts" in vars(random_crystal):  # already capped (a nested call)
+        yield
+        return
+
+    def read(self: Any) -> int:
+        return self.__dict__.get("lattice_attempts", limit)
+
+    def write(self: Any, value: int) -> None:  # the instance keeps the capped value
+        self.__dict__["lattice_attempts"] = min(value, limit)
+
+    random_crystal.lattice_attempts = property(read, write)
+    try:
+        yield
+    finally:
+        del random_crystal.lattice_attempts
+
+
 def _draw_structure(
     rng: np.random.Generator,
     elements: tuple[str, ...],
@@ -261,6 +296,7 @@ def generate_rss(
     volume_factor: tuple[float, float] = (1.0, 1.3),
     max_attempts_per_candidate: int = 20,
     pair_minsep: Mapping[str, float] | None = None,
+    lattice_attempts: int = LATTICE_ATTEMPTS,
 ) -> RSSResult:
     """Random symmetric crystals of a chemical system, AIRSS style (see the module docstring).
 
@@ -287,6 +323,8 @@ def generate_rss(
     pair_minsep
         Tuned MINSEP per pair (``"A-B"``, sorted symbols; :func:`tuned_minsep`, the paper's
         second round): used as is for those pairs, clamped to ``minsep``.
+    lattice_attempts
+        Lattices pyxtal tries per draw before the draw counts as failed (pyxtal's own: 40).
 
     Returns
     -------
@@ -302,6 +340,8 @@ def generate_rss(
         raise ValueError(
             f"max_attempts_per_candidate must be at least 1, got {max_attempts_per_candidate}"
         )
+    if lattice_attempts < 1:
+        raise ValueError(f"lattice_attempts must be at least 1, got {lattice_attempts}")
     groups = space_groups_with_symmops(*symmops)
     if not groups:
         raise ValueError(
@@ -315,33 +355,35 @@ def generate_rss(
         "minsep_scale_range": list(minsep_scale),
         "volume_factor_range": list(volume_factor),
         "pyxtal_version": version("pyxtal"),
+        "pyxtal_lattice_attempts": lattice_attempts,
         **({"tuned_minsep": dict(pair_minsep)} if pair_minsep else {}),
     }
 
     records: list[CrystalRecord] = []
     failures: list[str] = []
-    for index in range(n_candidates):
-        record_id = f"rss-{seed}-{index}"
-        rng = np.random.default_rng([seed, index])
-        reason = "no attempt made"
-        for attempt in range(1, max_attempts_per_candidate + 1):
-            drawn = _draw_structure(
-                rng, elements, count_ranges, groups, minsep, minsep_scale, volume_factor,
-                pair_minsep,
-            )  # fmt: skip
-            if isinstance(drawn, str):
-                reason = drawn
-                continue
-            structure, provenance = drawn
-            properties = {"generator": "rss", "seed": seed, "index": index, **provenance}
-            properties["params"] = {**params, "attempt": attempt}
-            records.append(CrystalRecord(structure, record_id, "rss", properties))
-            break
-        else:
-            failures.append(
-                f"{record_id}: no structure in {max_attempts_per_candidate} attempts "
-                f"(last: {reason})"
-            )
+    with _lattice_attempts_capped(lattice_attempts):
+        for index in range(n_candidates):
+            record_id = f"rss-{seed}-{index}"
+            rng = np.random.default_rng([seed, index])
+            reason = "no attempt made"
+            for attempt in range(1, max_attempts_per_candidate + 1):
+                drawn = _draw_structure(
+                    rng, elements, count_ranges, groups, minsep, minsep_scale, volume_factor,
+                    pair_minsep,
+                )  # fmt: skip
+                if isinstance(drawn, str):
+                    reason = drawn
+                    continue
+                structure, provenance = drawn
+                properties = {"generator": "rss", "seed": seed, "index": index, **provenance}
+                properties["params"] = {**params, "attempt": attempt}
+                records.append(CrystalRecord(structure, record_id, "rss", properties))
+                break
+            else:
+                failures.append(
+                    f"{record_id}: no structure in {max_attempts_per_candidate} attempts "
+                    f"(last: {reason})"
+                )
     return RSSResult(records, failures)
 
 

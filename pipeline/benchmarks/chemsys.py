@@ -87,6 +87,9 @@ def campaign_config(
             "hull": "same-level",
             "rss_minsep": rss_minsep,
             "substitution_mode": "all" if method == "substitution" else None,
+            "substitution_max_sites": preset.substitution_max_sites
+            if method == "substitution"
+            else None,
         }
     )
 

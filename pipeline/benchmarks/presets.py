@@ -34,7 +34,8 @@ def held_out_checkpoint() -> Path:
 
 #: Settings every campaign of the benchmark gets from the benchmark itself, not the preset.
 SET_BY_THE_BENCHMARK = (
-    "generator", "num_candidates", "top_k", "hull", "rss_minsep", "substitution_mode", "input",
+    "generator", "num_candidates", "top_k", "hull", "rss_minsep", "substitution_mode",
+    "substitution_max_sites", "input",
 )  # fmt: skip
 
 
@@ -47,6 +48,12 @@ class ChemsysPreset(BaseModel):
     name: str = "custom"
     mattergen_samples: int = Field(ge=1, description="MatterGen samples per system")
     substitutions: int = Field(ge=1, description="at most this many unique substitutions")
+    substitution_max_sites: int | None = Field(
+        None,
+        ge=1,
+        description="substitute only into source structures with at most this many sites "
+        "(None: the generator's 100, the paper's prototypes)",
+    )
     rss_per_round: int = Field(ge=1, description="RSS structures per round")
     rss_rounds: int = Field(2, ge=1, le=2, description="2: the second round tunes MINSEP")
     top_k: int = Field(100, ge=1, description="structures per method to the final stage")

@@ -320,6 +320,24 @@ def test_rss_round_two_respects_the_tuned_separations():
             assert distance >= table[pair] - 1e-6
 
 
+def test_pyxtal_lattice_attempts_are_capped_inside_rss_and_restored_after():
+    from pyxtal.crystal import random_crystal
+    from pyxtal.tolerance import Tol_matrix
+
+    impossible = Tol_matrix(("Na", "Cl", 6.0), ("Na", "Na", 6.0), ("Cl", "Cl", 6.0))
+    started = time.perf_counter()
+    with rss_module._lattice_attempts_capped(2):
+        crystal = random_crystal(3, 2, ["Na", "Cl"], [4, 4], 1.0, tm=impossible)
+    assert not crystal.valid
+    assert crystal.lattice_attempts == 2 and crystal.cycle1 == 1  # pyxtal's own: 40 lattices
+    assert time.perf_counter() - started < 10
+    assert "lattice_attempts" not in vars(random_crystal)  # pyxtal untouched afterwards
+    records, _ = generate_rss("Li-O", 1, seed=0, lattice_attempts=3)
+    assert records[0].properties["params"]["pyxtal_lattice_attempts"] == 3
+    with pytest.raises(ValueError, match="lattice_attempts must be at least 1"):
+        generate_rss("Li-O", 1, seed=0, lattice_attempts=0)
+
+
 def test_substitution_enumerating_all_maps_reaches_systems_the_lambda_model_cannot():
     assert generate_substitutions("Li-Pr-Te", max_candidates=8) == []  # no charge-balanced map
     records = generate_substitutions("Li-Pr-Te", max_candidates=8, enumerate_all=True, seed=1)
@@ -341,3 +359,16 @@ def test_substitution_enumerating_all_puts_the_probable_maps_first(li_co_o_subst
     assert first == [True] * len(probable) + [False] * (40 - len(probable))  # then plain maps
     assert [r.formula for r in probable] == [r.formula for r in li_co_o_substitutions]
     assert len(every) == 40
+
+
+def test_a_campaign_cap_on_source_sites_reaches_the_substitution_generator():
+    from flows.generate import SubstitutionGeneratorMaker
+    from pipeline.campaign import CampaignConfig
+
+    config = CampaignConfig(
+        generator="substitution", substitution_mode="all", substitution_max_sites=20
+    )
+    maker = SubstitutionGeneratorMaker.from_settings(config.generator_settings())
+    assert maker.options == {"enumerate_all": True, "max_sites": 20}
+    default = CampaignConfig(generator="substitution").generator_settings()
+    assert SubstitutionGeneratorMaker.from_settings(default).options == {}

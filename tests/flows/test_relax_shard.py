@@ -58,7 +58,8 @@ def test_relax_jobs_is_not_part_of_a_campaign_s_settings_or_id():
 
 
 def test_settings_added_later_keep_the_ids_of_campaigns_stored_before_them():
-    """Ids computed by the code before ``rss_minsep`` and ``substitution_mode`` existed."""
+    """Ids computed by the code before ``rss_minsep``, ``substitution_mode`` and
+    ``substitution_max_sites`` existed."""
     from pipeline.campaign import CampaignConfig, default_campaign_id
 
     assert default_campaign_id("Li-Co-O", CampaignConfig()) == "Li-Co-O-rss-c081787b"
@@ -66,3 +67,5 @@ def test_settings_added_later_keep_the_ids_of_campaigns_stored_before_them():
     assert default_campaign_id("Li-Co-O", config) == "Li-Co-O-substitution-a08730ae"
     tuned = CampaignConfig(rss_minsep={"Li-O": 1.9})
     assert default_campaign_id("Li-Co-O", tuned) != "Li-Co-O-rss-c081787b"
+    small = config.model_copy(update={"substitution_max_sites": 20})
+    assert default_campaign_id("Li-Co-O", small) != "Li-Co-O-substitution-a08730ae"

@@ -64,6 +64,8 @@ def test_every_system_gets_a_campaign_per_method_and_rss_two_rounds(tiny):
         assert second["rss_minsep"] and all(0.7 <= d <= 3.0 for d in second["rss_minsep"].values())
         substitution = next(c for c in configs if c["generator"] == "substitution")
         assert substitution["substitution_mode"] == "all"
+        assert substitution["substitution_max_sites"] == 20  # the preset's, substitution only
+        assert all(c["substitution_max_sites"] is None for c in configs if c is not substitution)
     assert [r["chemsys"] for r in document["results"]] == ["Li-Pr-Te", "Br-Pb-Rh"]
     assert document["pending"] == []
 
