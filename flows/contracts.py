@@ -12,6 +12,13 @@ Structures travel as ``Structure.as_dict()`` payloads (:data:`StructurePayload`)
 pymatgen user can rebuild them and the store holds plain JSON. Failures are values, not
 exceptions: a relaxation's ``status``/``reason``, a hull that could not be built
 (:class:`HullFailure`), a candidate that stopped (``failure``).
+
+The structure-heavy parts of outputs (the generated candidates, a stage's ``results``, the score's
+``candidates``) go to the job store's ``data`` store (``@job(data=...)``); the ``jobs``
+collection keeps a blob reference that jobflow resolves when a job or ``get_output(...,
+load=True)`` reads them. Why: the embedded store (montydb) answers every query by decoding the
+whole collection, and jobflow queries ``jobs`` a few hundred times per campaign; with the
+structures inline, a 27-system benchmark spent longer on those scans than on relaxing.
 """
 
 from __future__ import annotations

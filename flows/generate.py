@@ -121,7 +121,7 @@ class RSSGeneratorMaker(Maker):
         """Random structures with the campaign's seed (and tuned MINSEP, if any)."""
         return cls(seed=settings.seed, pair_minsep=settings.rss_minsep)
 
-    @job
+    @job(data=True)  # the structures go to the data store: see flows.contracts
     def make(self, chemsys: str, n_candidates: int) -> list[Candidate]:
         """``n_candidates`` random structures spanning every element of ``chemsys``."""
         from flows.generators.rss import generate_rss
@@ -166,7 +166,7 @@ class SubstitutionGeneratorMaker(Maker):
             options["max_sites"] = settings.substitution_max_sites
         return cls(seed=settings.seed, reference_path=settings.reference_path, options=options)
 
-    @job
+    @job(data=True)  # the structures go to the data store: see flows.contracts
     def make(self, chemsys: str, n_candidates: int) -> list[Candidate]:
         """Up to ``n_candidates`` unique decorations landing in ``chemsys``, most probable first."""
         from evaluation.reference import load_reference
@@ -208,7 +208,7 @@ class FileGeneratorMaker(Maker):
         """The campaign's input file."""
         return cls(path=settings.input_path)
 
-    @job
+    @job(data=True)  # the structures go to the data store: see flows.contracts
     def make(self, chemsys: str, n_candidates: int) -> list[Candidate]:
         """The file's structures within ``chemsys``, in file order."""
         from evaluation.io.crystals import read_crystals
@@ -263,7 +263,7 @@ class MatterGenGeneratorMaker(Maker):
         """Samples of the campaign's checkpoint, with its seed and step count."""
         return cls(checkpoint=settings.checkpoint, num_steps=settings.num_steps, seed=settings.seed)
 
-    @job
+    @job(data=True)  # the structures go to the data store: see flows.contracts
     def make(self, chemsys: str, n_candidates: int) -> list[Candidate]:
         """``n_candidates`` samples (fewer if some diverge) whose species lie in ``chemsys``."""
         from flows.generators.chemsys import parse_chemsys

@@ -122,7 +122,7 @@ class ShardJournal:
         self.path.unlink(missing_ok=True)
 
 
-@job(data="trajectories", output_schema=ShardOutput)
+@job(data=["trajectories", ["output", "results"]], output_schema=ShardOutput)
 def relax_shard(
     candidates: list[Candidate],
     model: str,
@@ -188,7 +188,7 @@ def relax_shard(
     return output
 
 
-@job(output_schema=StageOutput)
+@job(data=[["output", "results"]], output_schema=StageOutput)  # see flows.contracts
 def merge_shards(shards: list[StageOutput]) -> StageOutput:
     """One stage output from its shards (order kept; seconds summed)."""
     shards = [StageOutput.model_validate(shard) for shard in shards]

@@ -312,7 +312,7 @@ def _stage_doc(result: StageEntry | None, hull: HullPlacement | None) -> dict[st
     return document.model_dump()
 
 
-@job(output_schema=ScoreOutput)
+@job(data=[["output", "candidates"]], output_schema=ScoreOutput)  # see flows.contracts
 def score_campaign(
     candidates: list[Candidate],
     prerelax: StageOutput,

@@ -181,8 +181,10 @@ def test_job_outputs_validate_against_their_schemas_and_flows_reference_their_fi
     store = memory_store()
     run_locally(Flow([merged, hull, selected]), store=store, ensure_success=True, log=False)
 
-    stage = StageOutput.model_validate(store.get_output(merged.uuid))
+    stage = StageOutput.model_validate(store.get_output(merged.uuid, load=True))
     assert [r.candidate_id for r in stage.results] == ["a", "b", "c"] and stage.seconds == 1.0
+    # the structures live in the data store; the jobs collection keeps a blob reference
+    assert store.get_output(merged.uuid)["results"]["store"] == "data"
     placed = HullStageOutput.model_validate(store.get_output(hull.uuid))
     assert placed.hull["c"].hull is None and placed.hull["c"].hull_message == "not relaxed"
     assert placed.hull["a"].hull["level_of_theory"] == LEVEL and placed.coverage is not None

@@ -24,7 +24,7 @@ def test_the_maker_samples_candidates_in_the_chemical_system(tiny_checkpoint):
     job = maker.make("Li-O", 5)
     store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
     run_locally(job, store=store, ensure_success=True, log=False)
-    candidates = store.get_output(job.uuid)  # what later jobs see: through the store
+    candidates = store.get_output(job.uuid, load=True)  # what later jobs see: through the store
     assert 3 <= len(candidates) <= 5
     for candidate in candidates:
         structure = Structure.from_dict(candidate["structure"])
@@ -163,7 +163,7 @@ def test_a_campaign_conditions_a_chemical_system_checkpoint_on_its_system_and_th
     job = maker.make("Li-O", 3)
     store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
     run_locally(job, store=store, ensure_success=True, log=False)
-    candidates = store.get_output(job.uuid)
+    candidates = store.get_output(job.uuid, load=True)
     assert candidates
     for candidate in candidates:
         provenance = candidate["provenance"]
