@@ -17,7 +17,13 @@ from evaluation.discovery.combined import (
     combined_reference,
     score_system,
 )
-from evaluation.discovery.report import aggregate, markdown_table, mean_interval
+from evaluation.discovery.report import (
+    aggregate,
+    markdown_table,
+    markdown_versus_paper,
+    mean_interval,
+    versus_paper,
+)
 from evaluation.discovery.systems import (
     TABLE_D3,
     benchmark_systems,
@@ -251,6 +257,28 @@ def test_aggregate_groups_by_exploration_and_by_number_of_elements():
     table = markdown_table(results, ["mattergen", "rss"])
     assert table.splitlines()[0].startswith("| system | group | mattergen | rss |")
     assert "| `O-Sr-V` | well | 50 % (5/10; 5 on known hull) · 5 on hull |" in table
+
+
+def test_the_paper_claim_is_checked_per_group_leader_tie_and_interval():
+    results = [
+        result("O-Sr-V", "well", {"mattergen": (5, 10), "rss": (1, 10)}),
+        result("Mn-O-Se", "well", {"mattergen": (6, 10), "rss": (0, 10)}),
+        result("Bi-Cu-Pb-S", "well", {"mattergen": (5, 10), "rss": (1, 10)}),
+        result("Br-Pb-Rh", "not", {"mattergen": (2, 10), "rss": (2, 10)}),
+        result("Li-Pr-Te", "not", {"mattergen": (0, 10), "rss": (4, 10)}),
+    ]
+    rows = {
+        r["group"]: r
+        for r in versus_paper(aggregate(results, ["mattergen", "rss"]), ["mattergen", "rss"])
+    }
+    well, unexplored, ternary = rows["well"], rows["not"], rows["ternary"]
+    assert well["leaders"] == ["mattergen"] and well["mattergen_leads"]
+    assert well["separated"]  # 53 % [39, 68] against 7 % [0, 21]
+    assert unexplored["leaders"] == ["rss"] and not unexplored["mattergen_leads"]
+    assert ternary["systems"] == 4 and not ternary["separated"]
+    table = markdown_versus_paper(list(rows.values()))
+    assert "| well | 3 | mattergen | yes | yes |" in table
+    assert "| not | 2 | rss | no | no |" in table
 
 
 def test_hits_per_budget_count_the_window_and_leave_outliers_and_failures_out():
