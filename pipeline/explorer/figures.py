@@ -1,0 +1,143 @@
+"""The explorer's figures (plotly): a campaign's hull diagram and its E_hull histogram.
+
+The hull is the reference's, drawn by pymatgen's ``PDPlotter`` (binary: formation energy
+against composition; ternary: the 2D Gibbs triangle); the candidates are laid over it, not
+added to it, so the picture shows the hull their recorded E_hull was measured against. Systems
+of four or more elements get an E_hull-against-composition view instead (a 3D tetrahedron of
+a quaternary hides more than it shows; quinaries have no picture at all).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pymatgen.core import Composition
+
+from evaluation.hull.core import EntryHullReference
+
+#: Candidate marker colours: S.U.N., stable but not S.U.N., above the threshold.
+COLOURS = {"sun": "#2ca02c", "stable": "#1f77b4", "unstable": "#d62728"}
+
+
+@dataclass(frozen=True)
+class HullPoint:
+    """A candidate on the hull diagram."""
+
+    key: str
+    formula: str
+    formation_energy_per_atom: float | None
+    e_above_hull: float | None
+    sun: bool | None
+    stable: bool | None
+
+    @property
+    def kind(self) -> str:
+        return "sun" if self.sun else "stable" if self.stable else "unstable"
+
+
+def _hover(point: HullPoint, level: str) -> str:
+    e_hull = "n/a" if point.e_above_hull is None else f"{point.e_above_hull:.3f} eV/atom"
+    return f"{point.key}<br>{point.formula}<br>E_hull {e_hull} ({level})"
+
+
+def hull_figure(
+    reference: EntryHullReference, chemsys: str, points: Sequence[HullPoint], title: str
+) -> Any:
+    """The hull of ``reference`` in ``chemsys`` with ``points`` laid over it.
+
+    Parameters
+    ----------
+    reference
+        The stage's hull reference (its level of theory labels every hover text).
+    chemsys
+        ``"Li-Co-O"``; systems of 2–3 elements get a phase diagram, larger ones an
+        E_hull-against-composition view.
+    points
+        Candidates with the formation energy and E_hull their stage recorded.
+    title
+        The figure title (say which stage and what reference).
+    """
+    import plotly.graph_objects as go
+
+    elements = chemsys.split("-")
+    level = reference.level_of_theory
+    if len(elements) > 3:
+        return _ehull_by_composition(elements, points, level, title)
+    from pymatgen.analysis.phase_diagram import PDPlotter
+
+    diagram = reference.phase_diagram(chemsys)
+    figure = PDPlotter(diagram, backend="plotly", show_unstable=0.5).get_plot(label_stable=True)
+    for kind, colour in COLOURS.items():
+        chosen = [p for p in points if p.kind == kind and p.formation_energy_per_atom is not None]
+        if not chosen:
+            continue
+        style = {
+            "mode": "markers",
+            "name": f"candidates: {kind.replace('sun', 'S.U.N.')}",
+            "marker": {"color": colour, "size": 9, "symbol": "diamond"},
+            "hovertext": [_hover(p, level) for p in chosen],
+            "hoverinfo": "text",
+            "customdata": [p.key for p in chosen],
+        }
+        compositions = [Composition(p.formula) for p in chosen]
+        if len(elements) == 2:  # pymatgen's binary axis: the fraction of its second element
+            second = diagram.elements[1]
+            x = [c.get_atomic_fraction(second) for c in compositions]
+            y = [p.formation_energy_per_atom for p in chosen]
+            figure.add_trace(go.Scatter(x=x, y=y, **style))
+        else:  # pymatgen's 2D ternary: a, b, c are the fractions of its elements, in order
+            a, b, c = (
+                [comp.get_atomic_fraction(element) for comp in compositions]
+                for element in diagram.elements
+            )
+            figure.add_trace(go.Scatterternary(a=a, b=b, c=c, **style))
+    figure.update_layout(title={"text": title}, showlegend=True)
+    return figure
+
+
+def _ehull_by_composition(
+    elements: Sequence[str], points: Sequence[HullPoint], level: str, title: str
+) -> Any:
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    for kind, colour in COLOURS.items():
+        chosen = [p for p in points if p.kind == kind and p.e_above_hull is not None]
+        if not chosen:
+            continue
+        figure.add_trace(
+            go.Scatter(
+                x=[Composition(p.formula).reduced_formula for p in chosen],
+                y=[p.e_above_hull for p in chosen],
+                mode="markers",
+                name=f"candidates: {kind.replace('sun', 'S.U.N.')}",
+                marker={"color": colour, "size": 9, "symbol": "diamond"},
+                hovertext=[_hover(p, level) for p in chosen],
+                hoverinfo="text",
+                customdata=[p.key for p in chosen],
+            )
+        )
+    figure.add_hline(y=0, line_dash="dot", annotation_text="hull")
+    figure.update_layout(
+        title={"text": title},
+        xaxis_title=f"composition ({'-'.join(elements)})",
+        yaxis_title=f"E_hull (eV/atom, {level})",
+        xaxis={"categoryorder": "category ascending"},
+    )
+    return figure
+
+
+def ehull_histogram(values: Sequence[float], level: str, title: str) -> Any:
+    """Histogram of a campaign's E_hull values (eV/atom) at one level of theory."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure(go.Histogram(x=list(values), nbinsx=30, marker_color="#1f77b4"))
+    figure.update_layout(
+        title={"text": title},
+        xaxis_title=f"E_hull (eV/atom, {level})",
+        yaxis_title="candidates",
+        bargap=0.05,
+    )
+    return figure
