@@ -29,13 +29,13 @@ ARITIES = {3: "ternary", 4: "quaternary", 5: "quinary"}
 
 
 def save_figure(fig: Any, path: Path, **options: Any) -> list[Path]:
-    """``path`` as PNG and SVG (the figures a person opens, and the ones a paper takes);
-    closes the figure."""
+    """``path`` plus ``.png`` and ``.svg`` (the figures a person opens, and the ones a paper
+    takes); closes the figure."""
     import matplotlib.pyplot as plt
 
     written = []
     for suffix in (".png", ".svg"):
-        out = path.with_suffix(suffix)
+        out = path.parent / f"{path.name}{suffix}"  # appended: a stem may hold a dot (ge0.2)
         fig.savefig(out, dpi=110, **options)
         written.append(out)
     plt.close(fig)

@@ -320,7 +320,8 @@ def write_property_report(document: dict[str, Any], folder: Path) -> list[Path]:
     from evaluation.discovery.property import markdown, plot
 
     folder.mkdir(parents=True, exist_ok=True)
-    stem = folder / f"property_{document['property']}_ge{document['threshold']:g}"
-    stem.with_suffix(".json").write_text(json.dumps(document, indent=1, default=str))
-    stem.with_suffix(".md").write_text(markdown(document))
-    return [stem.with_suffix(".json"), stem.with_suffix(".md"), *plot(document, stem)]
+    stem = f"property_{document['property']}_ge{document['threshold']:g}"  # ge0.2, ge400
+    data, table = folder / f"{stem}.json", folder / f"{stem}.md"
+    data.write_text(json.dumps(document, indent=1, default=str))
+    table.write_text(markdown(document))
+    return [data, table, *plot(document, folder / stem)]

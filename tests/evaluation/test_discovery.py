@@ -302,3 +302,32 @@ def test_the_screening_predictor_learns_a_property_of_composition():
     model, quality = cross_validated(features, targets)
     assert quality["cv_mae"] < 0.2 and quality["cv_spearman"] > 0.95
     assert np.allclose(model.predict(features[:3]), targets[:3], atol=0.4)
+
+
+def test_a_fully_labelled_property_has_no_screening_arm_and_a_decimal_threshold_names_files(
+    tmp_path,
+):
+    from pipeline.benchmarks.property import write_property_report
+
+    hits = {str(b): {"hits": 0, "outliers": 0, "spent": min(b, 27)} for b in (20, 60)}
+    document = {
+        "property": "magnetic_density",
+        "threshold": 0.2,
+        "budgets": [20, 60],
+        "level_of_theory": "mlff:chgnet-0.3.0",
+        "protocol": "protocol",
+        "methods": {
+            "mattergen": {"hits": hits, "n_samples": 128, "n_sun": 27, "checkpoint": "m.pt",
+                          "hull": "h"},
+            "screening": {"hits": {b: {"hits": 0, "outliers": 0, "spent": 0} for b in hits},
+                          "n_pool": 0, "predictor": "ridge",
+                          "quality": {"cv_mae": 0.012, "cv_spearman": 0.55}},
+            "labelled data": {"hits": 1, "outliers": 0, "n_labelled": 6891},
+        },
+    }  # fmt: skip
+    written = write_property_report(document, tmp_path)
+    names = sorted(p.name for p in written)
+    assert names == [f"property_magnetic_density_ge0.2.{s}" for s in ("json", "md", "png", "svg")]
+    table = (tmp_path / "property_magnetic_density_ge0.2.md").read_text()
+    assert "| screening | – | – |" in table and "nothing to screen" in table
+    assert "| labelled data | 1 | 1 |" in table
