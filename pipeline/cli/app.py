@@ -21,6 +21,7 @@ from pipeline.cli import (
     data,
     dft,
     evaluate,
+    explore,
     finetune,
     model,
     relax,
@@ -33,7 +34,7 @@ from pipeline.compat.typer import click_exceptions
 #: ``crystalforge --help`` lists commands in the order a user meets them.
 COMMAND_ORDER = (
     "campaign", "results", "generate", "evaluate", "relax", "data", "train", "finetune", "dft",
-    "worker", "benchmark",
+    "worker", "benchmark", "explore",
     "version",
 )  # fmt: skip
 
@@ -124,6 +125,7 @@ app.command("generate")(model.generate)
 app.add_typer(dft.dft_app, name="dft")
 app.add_typer(worker.worker_app, name="worker")
 app.add_typer(benchmark.benchmark_app, name="benchmark")
+app.command("explore")(explore.explore)
 
 
 def main() -> None:

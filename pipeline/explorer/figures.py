@@ -141,3 +141,85 @@ def ehull_histogram(values: Sequence[float], level: str, title: str) -> Any:
         bargap=0.05,
     )
     return figure
+
+
+def chemsys_groups(aggregated: dict[str, Any], methods: Sequence[str]) -> Any:
+    """Fig. 3a–b: each method's mean S.U.N. rate per group (by system type, by number of
+    elements) with its 95 % interval."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from evaluation.discovery.report import COLOURS as METHOD_COLOURS
+
+    groupings = [g for g in ("exploration", "n_elements") if aggregated.get(g)]
+    figure = make_subplots(
+        rows=1,
+        cols=max(1, len(groupings)),
+        subplot_titles=[
+            {"exploration": "by system type", "n_elements": "by elements"}[g] for g in groupings
+        ],
+    )
+    for column, grouping in enumerate(groupings, start=1):
+        groups = aggregated[grouping]
+        for method in methods:
+            stats = [groups[g][method]["sun_rate"] for g in groups]
+            means = [s["mean"] for s in stats]
+            figure.add_trace(
+                go.Bar(
+                    x=list(groups),
+                    y=means,
+                    name=method,
+                    legendgroup=method,
+                    showlegend=column == 1,
+                    marker_color=METHOD_COLOURS.get(method),
+                    error_y={
+                        "type": "data",
+                        "symmetric": False,
+                        "array": [
+                            (s["high"] - s["mean"]) if s["high"] is not None else 0 for s in stats
+                        ],
+                        "arrayminus": [
+                            (s["mean"] - s["low"]) if s["low"] is not None else 0 for s in stats
+                        ],
+                    },
+                ),
+                row=1,
+                col=column,
+            )
+    figure.update_yaxes(title_text="S.U.N. rate (%)", range=[0, 100])
+    figure.update_layout(barmode="group", title={"text": "S.U.N. rate, mean over systems [95 %]"})
+    return figure
+
+
+def property_hits(document: dict[str, Any]) -> Any:
+    """Fig. 5g–h: structures meeting the constraint per budget of property calculations."""
+    import plotly.graph_objects as go
+
+    budgets = document["budgets"]
+    figure = go.Figure()
+    for method, label in (("mattergen", "MatterGen (S.U.N.)"), ("screening", "screening")):
+        arm = document["methods"][method]
+        if method == "screening" and arm.get("n_pool") == 0:
+            continue  # fully labelled data: nothing to screen
+        figure.add_trace(
+            go.Scatter(
+                x=budgets,
+                y=[arm["hits"][str(b)]["hits"] for b in budgets],
+                mode="lines+markers",
+                name=label,
+            )
+        )
+    figure.add_hline(
+        y=document["methods"]["labelled data"]["hits"],
+        line_dash="dash",
+        annotation_text="labelled data",
+    )
+    figure.update_layout(
+        title={
+            "text": f"{document['property']} >= {document['threshold']:g} "
+            f"({document['level_of_theory']})"
+        },
+        xaxis_title="property calculations (budget)",
+        yaxis_title="structures meeting the constraint",
+    )
+    return figure

@@ -16,7 +16,7 @@ import io
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from importlib.resources import files
 from pathlib import Path
@@ -57,9 +57,32 @@ def _figure_html(figure: Any, element_id: str) -> str:
 
 @dataclass
 class Site:
-    """The explorer's pages over one results store (read-only)."""
+    """The explorer's pages over one results store (read-only).
+
+    A site reads each campaign list and candidate list once and keeps them: the export uses
+    one site for all pages, the server a new one per request (a running campaign's page then
+    shows its latest state).
+    """
 
     store: ResultsStore
+    _read: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def _campaign_rows(self) -> list[views.CampaignRow]:
+        if "campaigns" not in self._read:
+            self._read["campaigns"] = views.campaign_rows(self.store)
+        return self._read["campaigns"]
+
+    def _candidates(self, campaign_id: str) -> list[dict[str, Any]]:
+        key = f"candidates/{campaign_id}"
+        if key not in self._read:
+            self._read[key] = self.store.query_candidates(campaign_id)
+        return self._read[key]
+
+    def _candidate_document(self, campaign_id: str, candidate_id: str) -> dict[str, Any]:
+        for document in self._candidates(campaign_id):
+            if document["candidate_id"] == candidate_id:
+                return document
+        raise KeyError(f"{campaign_id}/{candidate_id}")
 
     @cached_property
     def _templates(self) -> Any:
@@ -72,8 +95,14 @@ class Site:
     # ---------------------------------------------------------------------------- pages
     def index(self) -> str:
         """The campaigns page."""
-        rows = views.campaign_rows(self.store)
-        return self._render("index.html", 0, rows=rows, title="Campaigns")
+        rows = self._campaign_rows()
+        return self._render(
+            "index.html",
+            0,
+            rows=rows,
+            funnel_labels=[label for _, label in views.FUNNEL],
+            title="Campaigns",
+        )
 
     def campaign(self, campaign_id: str) -> str:
         """One campaign's page.
@@ -87,7 +116,7 @@ class Site:
         if document is None:
             raise KeyError(campaign_id)
         row = views.campaign_row(document)
-        candidates = self.store.query_candidates(campaign_id)
+        candidates = self._candidates(campaign_id)
         table = [views.candidate_row(d) for d in candidates]
         references = views.hull_references(self.store, campaign_id)
         hulls = []
@@ -146,9 +175,7 @@ class Site:
         KeyError
             When the store has no such candidate.
         """
-        document = self.store.candidate(f"{campaign_id}/{candidate_id}")
-        if document is None:
-            raise KeyError(f"{campaign_id}/{candidate_id}")
+        document = self._candidate_document(campaign_id, candidate_id)
         structure = _best_structure(document)
         return self._render(
             "candidate.html",
@@ -165,52 +192,114 @@ class Site:
         )
 
     def benchmarks(self) -> str:
-        """The benchmark documents in the store (chemical-system and property benchmarks)."""
-        documents = list(self.store.benchmarks.query({})) if self.store.benchmarks else []
-        return self._render("benchmarks.html", 0, title="Benchmarks", documents=documents)
+        """The benchmark documents in the store: the chemical-system benchmark's table, group
+        figure and comparison with the paper; each property benchmark's hits per budget."""
+        from evaluation.discovery.report import aggregate, versus_paper
+
+        sections = []
+        for document in sorted(
+            self.store.benchmarks.query({}), key=lambda d: d.get("updated_at", ""), reverse=True
+        ):
+            section = {"document": document, "id": document.get("benchmark_id", "")}
+            if document.get("kind") == "chemsys" and document.get("results"):
+                methods = document["methods"]
+                aggregated = aggregate(document["results"], methods)
+                section["figure"] = _figure_html(
+                    figures.chemsys_groups(aggregated, methods), f"groups-{slug(section['id'])}"
+                )
+                section["versus_paper"] = versus_paper(aggregated, methods)
+            elif document.get("kind") == "property":
+                section["figure"] = _figure_html(
+                    figures.property_hits(document), f"hits-{slug(section['id'])}"
+                )
+            sections.append(section)
+        return self._render("benchmarks.html", 0, title="Benchmarks", sections=sections)
 
     def downloads(self, campaign_id: str, candidate_id: str) -> dict[str, bytes]:
         """A candidate's most relaxed structure as CIF and extxyz."""
-        document = self.store.candidate(f"{campaign_id}/{candidate_id}")
-        if document is None:
-            raise KeyError(f"{campaign_id}/{candidate_id}")
-        structure = _best_structure(document)
+        structure = _best_structure(self._candidate_document(campaign_id, candidate_id))
         return {".cif": _cif(structure).encode(), ".extxyz": _extxyz(structure).encode()}
 
-    # --------------------------------------------------------------------------- export
-    def pages(self) -> Iterator[tuple[str, bytes]]:
-        """Every page and file of the site as ``(relative path, content)``."""
-        yield "index.html", self.index().encode()
-        yield "benchmarks.html", self.benchmarks().encode()
-        for row in views.campaign_rows(self.store):
-            yield f"campaign/{slug(row.campaign_id)}.html", self.campaign(row.campaign_id).encode()
-            for document in self.store.query_candidates(row.campaign_id):
+    # ------------------------------------------------------------------------ by path
+    def paths(self) -> Iterator[str]:
+        """Every page and file of the site, as paths relative to its root."""
+        yield "index.html"
+        yield "benchmarks.html"
+        for row in self._campaign_rows():
+            yield f"campaign/{slug(row.campaign_id)}.html"
+            for document in self._candidates(row.campaign_id):
                 stem = f"candidate/{slug(row.campaign_id)}/{slug(document['candidate_id'])}"
-                page = self.candidate(row.campaign_id, document["candidate_id"])
-                yield f"{stem}.html", page.encode()
-                for suffix, content in self.downloads(
-                    row.campaign_id, document["candidate_id"]
-                ).items():
-                    yield f"{stem}{suffix}", content
-        yield from static_files()
+                yield from (f"{stem}{suffix}" for suffix in (".html", ".cif", ".extxyz"))
+        yield from (f"static/{name}" for name in ("plotly.min.js", *STATIC_FILES))
+
+    def render(self, path: str) -> tuple[bytes, str]:
+        """The content and media type of the page or file at ``path`` (relative to the root).
+
+        Raises
+        ------
+        KeyError
+            When the site has nothing at ``path``.
+        """
+        parts = path.split("/")
+        if path in ("", "index.html"):
+            return self.index().encode(), HTML
+        if path == "benchmarks.html":
+            return self.benchmarks().encode(), HTML
+        if parts[0] == "static" and len(parts) == 2:
+            return _static_file(parts[1]), MEDIA_TYPES.get(Path(parts[1]).suffix, TEXT)
+        if parts[0] == "campaign" and len(parts) == 2 and parts[1].endswith(".html"):
+            return self.campaign(self._campaign_id(parts[1].removesuffix(".html"))).encode(), HTML
+        if parts[0] == "candidate" and len(parts) == 3:
+            campaign_id = self._campaign_id(parts[1])
+            stem, suffix = Path(parts[2]).stem, Path(parts[2]).suffix
+            candidate_id = self._candidate_id(campaign_id, stem)
+            if suffix == ".html":
+                return self.candidate(campaign_id, candidate_id).encode(), HTML
+            downloads = self.downloads(campaign_id, candidate_id)
+            if suffix in downloads:
+                return downloads[suffix], TEXT
+        raise KeyError(path)
+
+    def _campaign_id(self, campaign_slug: str) -> str:
+        for row in self._campaign_rows():
+            if slug(row.campaign_id) == campaign_slug:
+                return row.campaign_id
+        raise KeyError(campaign_slug)
+
+    def _candidate_id(self, campaign_id: str, candidate_slug: str) -> str:
+        for document in self._candidates(campaign_id):
+            if slug(document["candidate_id"]) == candidate_slug:
+                return document["candidate_id"]
+        raise KeyError(candidate_slug)
 
 
-def static_files() -> Iterator[tuple[str, bytes]]:
-    """The assets every page loads: plotly.js (from the plotly package), 3Dmol.js and the
-    explorer's own script and style."""
-    from plotly.offline import get_plotlyjs
+HTML = "text/html; charset=utf-8"
+TEXT = "text/plain; charset=utf-8"
+MEDIA_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".txt": TEXT,
+}
 
-    yield "static/plotly.min.js", get_plotlyjs().encode()
-    folder = files("pipeline.explorer") / "static"
-    for name in STATIC_FILES:
-        yield f"static/{name}", (folder / name).read_bytes()
+
+def _static_file(name: str) -> bytes:
+    """An asset: plotly.js from the plotly package, the others from ``static/``."""
+    if name == "plotly.min.js":
+        from plotly.offline import get_plotlyjs
+
+        return get_plotlyjs().encode()
+    if name not in STATIC_FILES:
+        raise KeyError(name)
+    return (files("pipeline.explorer") / "static" / name).read_bytes()
 
 
 def export(store: ResultsStore, folder: Path) -> int:
     """Write the whole site under ``folder`` (``index.html`` at its top); returns the number
     of files written."""
+    site = Site(store)
     count = 0
-    for relative, content in Site(store).pages():
+    for relative in site.paths():
+        content, _ = site.render(relative)
         path = folder / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
