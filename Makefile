@@ -8,12 +8,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.crystalforge-installed
 GPAW_STAMP := $(VENV)/.gpaw-installed
+BROWSER_STAMP := $(VENV)/.browser-installed
 # MLFFs on small machines: one thread per process is 4-8x faster than oversubscription;
 # matgl/huggingface must never wait on a download.
 export OMP_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install install-gpaw demo demo-mattergen demo-evaluate test test-slow lint format reference benchmark-novelty \
+.PHONY: install install-gpaw install-browser explore demo demo-mattergen demo-evaluate test test-slow lint format reference benchmark-novelty \
 	benchmark-prerelax benchmark-sampling benchmark-quality benchmark-dft benchmark-fireworks \
 	benchmark-hull-screening dataset clean
 
@@ -35,12 +36,24 @@ $(GPAW_STAMP): $(STAMP) scripts/install_gpaw.sh
 	scripts/install_gpaw.sh $(BIN)/python
 	touch $(GPAW_STAMP)
 
+# Debian's Chromium for the explorer's browser tests (Playwright drives it, downloads nothing).
+install-browser: $(BROWSER_STAMP)
+
+$(BROWSER_STAMP): $(STAMP) scripts/install_browser.sh
+	scripts/install_browser.sh
+	touch $(BROWSER_STAMP)
+
 # Li-Co-O, random structure search, 64 candidates, top 8 -> results in demo-store/.
 # Running it again resumes the same campaign: finished jobs are reused.
 demo: $(STAMP)
 	$(BIN)/crystalforge campaign run Li-Co-O --config configs/campaign/demo.yaml \
 		--store demo-store --campaign-id demo-Li-Co-O
 	$(BIN)/crystalforge results list --campaign demo-Li-Co-O --store demo-store
+	@echo "See it in the browser: $(BIN)/crystalforge explore --store demo-store   (or: make explore)"
+
+# The demo's results in the browser (read-only, http://127.0.0.1:8050/).
+explore: $(STAMP)
+	$(BIN)/crystalforge explore --store demo-store
 
 # The same campaign with the shipped generative model as the generator.
 demo-mattergen: $(STAMP)
@@ -52,7 +65,7 @@ demo-mattergen: $(STAMP)
 demo-evaluate: $(STAMP)
 	$(BIN)/crystalforge evaluate data/samples/demo_samples.extxyz --relax chgnet --output demo-output
 
-test: $(STAMP) $(GPAW_STAMP)
+test: $(STAMP) $(GPAW_STAMP) $(BROWSER_STAMP)
 	$(BIN)/python -m pytest
 
 test-slow: $(STAMP)

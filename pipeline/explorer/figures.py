@@ -129,15 +129,19 @@ def _ehull_by_composition(
     return figure
 
 
-def ehull_histogram(values: Sequence[float], level: str, title: str) -> Any:
-    """Histogram of a campaign's E_hull values (eV/atom) at one level of theory."""
+def ehull_histogram(values_by_level: dict[str, Sequence[float]], title: str) -> Any:
+    """Histogram of a campaign's E_hull values (eV/atom), one series per level of theory
+    (a candidate counts at its most refined stage; levels are never pooled)."""
     import plotly.graph_objects as go
 
-    figure = go.Figure(go.Histogram(x=list(values), nbinsx=30, marker_color="#1f77b4"))
+    figure = go.Figure()
+    for level, values in values_by_level.items():
+        figure.add_trace(go.Histogram(x=list(values), nbinsx=30, name=level, opacity=0.75))
     figure.update_layout(
         title={"text": title},
-        xaxis_title=f"E_hull (eV/atom, {level})",
+        xaxis_title="E_hull (eV/atom)",
         yaxis_title="candidates",
+        barmode="overlay",
         bargap=0.05,
     )
     return figure

@@ -146,14 +146,13 @@ class Site:
                     "html": _figure_html(figure, f"hull-{stage}"),
                 }
             )
-        values = views.e_above_hull_values(table)
-        levels = sorted({r.level for r in table if r.e_above_hull is not None})
+        by_level = views.e_above_hull_by_level(table)
         histogram = (
             _figure_html(
-                figures.ehull_histogram(values, ", ".join(levels), "E_hull of every candidate"),
+                figures.ehull_histogram(by_level, "E_hull of every candidate (most refined stage)"),
                 "ehull-histogram",
             )
-            if values
+            if by_level
             else ""
         )
         return self._render(
@@ -161,6 +160,7 @@ class Site:
             1,
             title=campaign_id,
             campaign=row,
+            progress=views.fireworks_progress(document),
             document=document,
             table=table,
             hulls=hulls,

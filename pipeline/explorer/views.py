@@ -69,6 +69,23 @@ def campaign_row(document: dict[str, Any]) -> CampaignRow:
     )
 
 
+def fireworks_progress(document: dict[str, Any]) -> list[str] | str | None:
+    """``campaign status``'s per-stage lines for a campaign submitted to FireWorks, why they
+    cannot be read (a LaunchPad that moved or cannot be reached), or ``None`` for a campaign
+    run locally."""
+    execution = document.get("execution") or {}
+    if execution.get("manager") != "fireworks":
+        return None
+    from pipeline.launchpad import LaunchPadError, LaunchPadLocation
+    from pipeline.progress import campaign_progress
+
+    try:
+        location = LaunchPadLocation.parse(execution["launchpad"])
+        return campaign_progress(location, document["campaign_id"]).lines()
+    except (LaunchPadError, OSError, KeyError) as error:
+        return f"progress unavailable: {error}"
+
+
 def campaign_rows(store: ResultsStore) -> list[CampaignRow]:
     """Every campaign in the store, newest first."""
     rows = [campaign_row(d) for d in store.list_campaigns()]
@@ -181,6 +198,10 @@ def hull_references(store: ResultsStore, campaign_id: str) -> dict[str, EntryHul
     return references
 
 
-def e_above_hull_values(rows: Sequence[CandidateRow]) -> list[float]:
-    """The finite E_hull values of a table (for the histogram)."""
-    return [r.e_above_hull for r in rows if r.e_above_hull is not None]
+def e_above_hull_by_level(rows: Sequence[CandidateRow]) -> dict[str, list[float]]:
+    """The E_hull values of a table by the level of theory they were computed at."""
+    by_level: dict[str, list[float]] = {}
+    for row in rows:
+        if row.e_above_hull is not None:
+            by_level.setdefault(row.level, []).append(row.e_above_hull)
+    return by_level

@@ -166,6 +166,11 @@ def test_a_submitted_campaign_run_by_gpu_then_cpu_workers_gives_the_results_of_c
     assert "(Au-Cu): completed" in status
     assert re.search(r"prerelax\s+5 completed", status)
     assert re.search(r"record\s+1 completed", status)
+    site = tmp_path / "site"  # the explorer's campaign page shows the same progress
+    ok(crystalforge("explore", "--store", store, "--export", str(site),
+                    cwd=tmp_path, cache=campaign["cache"]))  # fmt: skip
+    page = (site / "campaign" / "cuau.html").read_text()
+    assert "FireWorks progress" in page and re.search(r"prerelax\s+5 completed", page)
     # Submitting a finished campaign again adds nothing either.
     done = ok(crystalforge(*submit, cwd=tmp_path, cache=campaign["cache"]))
     assert "every job already finished" in done
