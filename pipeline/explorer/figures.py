@@ -93,7 +93,10 @@ def hull_figure(
                 for element in diagram.elements
             )
             figure.add_trace(go.Scatterternary(a=a, b=b, c=c, **style))
-    figure.update_layout(title={"text": title}, showlegend=True)
+    # pymatgen puts its legend at the top left, where the title goes
+    figure.update_layout(
+        title={"text": title, "y": 0.98}, showlegend=True, margin={"t": 70}, height=520
+    )
     return figure
 
 

@@ -118,7 +118,7 @@ class Site:
         row = views.campaign_row(document)
         candidates = self._candidates(campaign_id)
         table = [views.candidate_row(d) for d in candidates]
-        references = views.hull_references(self.store, campaign_id)
+        references = views.hull_references(self.store, document)
         hulls = []
         for stage in views.STAGES:
             level = next(

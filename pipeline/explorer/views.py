@@ -181,14 +181,32 @@ def candidate_row(document: dict[str, Any]) -> CandidateRow:
     )
 
 
-def hull_references(store: ResultsStore, campaign_id: str) -> dict[str, EntryHullReference | str]:
+def hull_references(
+    store: ResultsStore, document: dict[str, Any]
+) -> dict[str, EntryHullReference | str]:
     """The campaign's hull references by level of theory (``mlff:chgnet-0.3.0`` → reference),
-    or why one could not be built; empty when the campaign placed nothing on a same-level hull
-    (a known-phases hull is the shipped DFT reference, not a job of the campaign)."""
-    query = {"metadata.campaign_id": campaign_id, "metadata.stage": "hull reference"}
+    or why one could not be built (key ``"failed"``); empty when the campaign placed nothing
+    on a same-level hull (a known-phases hull is the shipped DFT reference, not a job).
+
+    The campaign's graph is rebuilt from its stored settings to find its reference jobs: their
+    ids are stable, and a second campaign of a system reuses the first one's jobs, so the jobs'
+    own metadata may name the other campaign.
+    """
+    from pipeline.campaign import CampaignConfig
+
+    try:
+        config = CampaignConfig(**document["config"])
+        flow = config.maker().make(document["chemsys"], document["campaign_id"])
+    except (KeyError, TypeError, ValueError):  # settings of another version: no diagram
+        return {}
     references: dict[str, EntryHullReference | str] = {}
-    for document in store.jobs.query(query, properties=["uuid"]):
-        outcome = hull_outcome(store.jobs.get_output(document["uuid"], load=True))
+    for job in flow.jobs:
+        if (job.metadata or {}).get("stage") != "hull reference":
+            continue
+        try:
+            outcome = hull_outcome(store.jobs.get_output(job.uuid, load=True))
+        except ValueError:  # not run yet
+            continue
         if outcome is None:
             continue
         if isinstance(outcome, HullFailure):
