@@ -31,6 +31,7 @@ class HullPoint:
     e_above_hull: float | None
     sun: bool | None
     stable: bool | None
+    url: str = ""  # the candidate's page: a click on the point opens it
 
     @property
     def kind(self) -> str:
@@ -79,7 +80,7 @@ def hull_figure(
             "marker": {"color": colour, "size": 9, "symbol": "diamond"},
             "hovertext": [_hover(p, level) for p in chosen],
             "hoverinfo": "text",
-            "customdata": [p.key for p in chosen],
+            "customdata": [p.url for p in chosen],
         }
         compositions = [Composition(p.formula) for p in chosen]
         if len(elements) == 2:  # pymatgen's binary axis: the fraction of its second element
@@ -119,7 +120,7 @@ def _ehull_by_composition(
                 marker={"color": colour, "size": 9, "symbol": "diamond"},
                 hovertext=[_hover(p, level) for p in chosen],
                 hoverinfo="text",
-                customdata=[p.key for p in chosen],
+                customdata=[p.url for p in chosen],
             )
         )
     figure.add_hline(y=0, line_dash="dot", annotation_text="hull")

@@ -317,6 +317,7 @@ def _hull_point(document: dict[str, Any], stage: str, threshold: float) -> figur
         e_above_hull=e_hull,
         sun=document.get("sun"),
         stable=None if e_hull is None else e_hull <= threshold,
+        url=f"../candidate/{slug(document['campaign_id'])}/{slug(document['candidate_id'])}.html",
     )
 
 

@@ -233,3 +233,17 @@ def test_the_candidate_table_sorts_and_filters_in_the_browser(browser, exported)
     page.locator('input.filter[data-table="candidates"]').fill("cuau3")
     assert page.locator("#candidates tbody tr:not([hidden])").count() == 1
     page.close()
+
+
+def test_a_click_on_a_candidate_in_the_hull_diagram_opens_its_page(browser, exported):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto((exported / "campaign" / f"{CAMPAIGN}.html").as_uri())
+    hull = page.locator('.hull[data-stage="final"] .js-plotly-plot')
+    hull.scroll_into_view_if_needed()
+    # the candidates' traces come after pymatgen's; their markers are the last points drawn
+    point = hull.locator(".scatterlayer .trace").last.locator("path.point").first
+    box = point.bounding_box()
+    with page.expect_navigation():
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    assert "/candidate/" in page.url and page.locator("#viewer").count() == 1
+    page.close()

@@ -78,4 +78,14 @@ function setUpViewer() {
   window.crystalforgeViewer = viewer;  // for the browser tests
 }
 
-document.addEventListener("DOMContentLoaded", () => { setUpTables(); setUpViewer(); });
+function setUpHullClicks() {
+  // a click on a candidate's point in a hull diagram opens its page (customdata: its URL)
+  document.querySelectorAll(".hull .js-plotly-plot").forEach((plot) => {
+    plot.on("plotly_click", (event) => {
+      const url = event.points.length ? event.points[0].customdata : null;
+      if (typeof url === "string" && url.endsWith(".html")) window.location.href = url;
+    });
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => { setUpTables(); setUpViewer(); setUpHullClicks(); });
