@@ -13,6 +13,17 @@ from pymatgen.entries.computed_entries import ComputedStructureEntry
 PEROV_5_VAL = Path(__file__).resolve().parents[1].parent / "shared/data/structures/perov_5/val.csv"
 
 
+def l10_cuau() -> Structure:
+    """CuAu in its L1_0 (tetragonal) structure: the known Au-Cu phase of the campaign tests."""
+    return Structure(Lattice.tetragonal(2.85, 3.70), ["Cu", "Au"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def l12(a: float, corner: str, face: str) -> Structure:
+    """An L1_2 (Cu3Au-type) cubic cell: ``corner`` at the origin, ``face`` on the faces."""
+    positions = [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
+    return Structure(Lattice.cubic(a), [corner, face, face, face], positions)
+
+
 @pytest.fixture
 def mp_style_feo_entry() -> Callable[..., ComputedStructureEntry]:
     """A factory of rock-salt FeO entries with Materials Project GGA+U run parameters."""

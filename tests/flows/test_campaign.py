@@ -22,18 +22,10 @@ from evaluation.records import CrystalRecord
 from flows.relax import stable_uuid
 from pipeline.cli import app
 from pipeline.store import ResultsStore
+from tests.conftest import l10_cuau, l12
 
 runner = CliRunner()
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
-
-
-def l10_cuau() -> Structure:
-    return Structure(Lattice.tetragonal(2.85, 3.70), ["Cu", "Au"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-
-
-def l12(a: float, corner: str, face: str) -> Structure:
-    positions = [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
-    return Structure(Lattice.cubic(a), [corner, face, face, face], positions)
 
 
 @pytest.fixture(autouse=True)

@@ -12,13 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from pymatgen.core import Lattice, Structure
+from pymatgen.core import Structure
 from typer.testing import CliRunner
 
 from evaluation.io.crystals import write_cif_zip, write_extxyz
 from evaluation.paths import PROJECT_ROOT
 from evaluation.records import CrystalRecord
 from pipeline.cli import app
+from tests.conftest import l10_cuau, l12
 
 runner = CliRunner()
 CHROMIUM = Path("/usr/bin/chromium")
@@ -30,22 +31,17 @@ ARTIFACTS = PROJECT_ROOT / ".test-artifacts" / "explorer"
 CAMPAIGN = "cuau-explore"
 
 
-def _l12(a: float, corner: str, face: str) -> Structure:
-    positions = [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
-    return Structure(Lattice.cubic(a), [corner, face, face, face], positions)
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     """A finished Au-Cu campaign (4 candidates, 2 to the final stage, same-level hulls)."""
     folder = tmp_path_factory.mktemp("explore")
     os.environ.setdefault("CRYSTALFORGE_CACHE", str(folder / "cache"))
-    l10 = Structure(Lattice.tetragonal(2.85, 3.70), ["Cu", "Au"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    l10 = l10_cuau()
     candidates = [
         CrystalRecord(l10, "cuau-L10", "t"),
-        CrystalRecord(_l12(3.75, "Au", "Cu"), "cu3au-L12", "t"),
-        CrystalRecord(_l12(3.98, "Cu", "Au"), "cuau3-L12", "t"),
-        CrystalRecord(_l12(3.75, "Au", "Cu"), "cu3au-again", "t"),  # a duplicate
+        CrystalRecord(l12(3.75, "Au", "Cu"), "cu3au-L12", "t"),
+        CrystalRecord(l12(3.98, "Cu", "Au"), "cuau3-L12", "t"),
+        CrystalRecord(l12(3.75, "Au", "Cu"), "cu3au-again", "t"),  # a duplicate
     ]
     write_extxyz(candidates, folder / "candidates.extxyz")
     write_cif_zip([CrystalRecord(l10, "CuAu-L10", "ref")], folder / "reference.zip")

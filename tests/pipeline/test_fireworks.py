@@ -25,6 +25,7 @@ from evaluation.records import CrystalRecord
 from pipeline.cli import app
 from pipeline.launchpad import LaunchPadError, LaunchPadLocation, launchpad_documents
 from pipeline.progress import error_line
+from tests.conftest import l10_cuau, l12
 
 HELPERS = Path(__file__).parent / "fireworks_helpers"
 CAMPAIGN_CONFIG = Path(__file__).parents[1] / "flows" / "campaign_test.yaml"
@@ -53,16 +54,11 @@ def ok(result: subprocess.CompletedProcess) -> str:
     return result.stdout
 
 
-def l12(a: float, corner: str, face: str) -> Structure:
-    positions = [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
-    return Structure(Lattice.cubic(a), [corner, face, face, face], positions)
-
-
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory) -> dict:
     """Au-Cu inputs (as in the local campaign tests) and the results `campaign run` gives."""
     folder = tmp_path_factory.mktemp("fireworks")
-    l10 = Structure(Lattice.tetragonal(2.85, 3.70), ["Cu", "Au"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    l10 = l10_cuau()
     candidates = [
         CrystalRecord(l10, "cuau-L10", "t"),
         CrystalRecord(l12(3.75, "Au", "Cu"), "cu3au-L12", "t"),
