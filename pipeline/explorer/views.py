@@ -42,6 +42,8 @@ class CampaignRow:
     coverage_complete: bool | None
     created_at: str
     failure: str | None = None
+    #: FireWorks campaigns: ``campaign status``'s per-stage lines, or why they are unavailable
+    progress: list[str] | str | None = None
 
     @property
     def n_sun(self) -> int | None:
@@ -66,6 +68,7 @@ def campaign_row(document: dict[str, Any]) -> CampaignRow:
         coverage_complete=coverage.get("complete") if isinstance(coverage, dict) else None,
         created_at=document.get("created_at", ""),
         failure=document.get("failure"),
+        progress=fireworks_progress(document),
     )
 
 
@@ -158,6 +161,7 @@ class CandidateRow:
     sun: bool | None
     flags: tuple[str, ...]
     failure: str | None
+    properties: dict[str, Any] = field(default_factory=dict)
 
 
 def candidate_row(document: dict[str, Any]) -> CandidateRow:
@@ -178,6 +182,7 @@ def candidate_row(document: dict[str, Any]) -> CandidateRow:
         sun=document.get("sun"),
         flags=tuple(document.get("flags") or ()),
         failure=document.get("failure"),
+        properties=ranked.get("properties") or {},
     )
 
 

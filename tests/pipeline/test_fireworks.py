@@ -167,6 +167,7 @@ def test_a_submitted_campaign_run_by_gpu_then_cpu_workers_gives_the_results_of_c
                     cwd=tmp_path, cache=campaign["cache"]))  # fmt: skip
     page = (site / "campaign" / "cuau.html").read_text()
     assert "FireWorks progress" in page and re.search(r"prerelax\s+5 completed", page)
+    assert re.search(r"prerelax\s+5 completed", (site / "index.html").read_text())
     # Submitting a finished campaign again adds nothing either.
     done = ok(crystalforge(*submit, cwd=tmp_path, cache=campaign["cache"]))
     assert "every job already finished" in done
