@@ -160,7 +160,6 @@ class Site:
             1,
             title=campaign_id,
             campaign=row,
-            progress=views.fireworks_progress(document),
             document=document,
             table=table,
             hulls=hulls,
