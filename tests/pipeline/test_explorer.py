@@ -193,6 +193,7 @@ def _walk_through(page, start: str, name: str) -> None:
     page.locator("#candidates a", has_text="cu3au-L12").click()
     page.wait_for_function("document.getElementById('viewer')?.dataset.atoms !== undefined")
     assert page.locator("#viewer").get_attribute("data-atoms") == "4"
+    assert page.locator("#legend span").all_inner_texts() == ["Au", "Cu"]  # element colours
     assert _canvas_is_drawn(page, name)
     page.locator("#supercell").check()  # 2x2x2: eight times the atoms
     page.wait_for_function("document.getElementById('viewer').dataset.atoms === '32'")

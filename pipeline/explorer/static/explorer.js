@@ -71,6 +71,21 @@ function setUpViewer() {
     viewer.zoomTo();
     viewer.render();
     element.dataset.atoms = String(viewer.selectedAtoms({}).length);
+    showLegend(viewer.selectedAtoms({}));
+  }
+  function showLegend(atoms) {  // the element colours (3Dmol's default Jmol scheme)
+    const legend = document.getElementById("legend");
+    if (!legend) return;
+    const colours = $3Dmol.elementColors.Jmol || {};
+    const elements = Array.from(new Set(atoms.map((atom) => atom.elem))).sort();
+    legend.replaceChildren(...elements.map((symbol) => {
+      const item = document.createElement("span");
+      const swatch = document.createElement("i");
+      const colour = colours[symbol] !== undefined ? colours[symbol] : 0xcccccc;
+      swatch.style.background = "#" + colour.toString(16).padStart(6, "0");
+      item.append(swatch, symbol);
+      return item;
+    }));
   }
   supercell.addEventListener("change", draw);
   bonds.addEventListener("change", draw);
