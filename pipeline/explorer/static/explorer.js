@@ -63,8 +63,9 @@ function setUpViewer() {
   function draw() {
     viewer.clear();
     const model = viewer.addModel(JSON.parse(source.textContent), "cif", { doAssembly: true, normalizeAssembly: true, duplicateAssemblyAtoms: true });
-    const style = { sphere: { scale: 0.3 } };
-    if (bonds.checked) style.stick = { radius: 0.12 };
+    // Jmol's colours: 3Dmol's default scheme lacks many elements (Sr and V both came out pink)
+    const style = { sphere: { scale: 0.3, colorscheme: "Jmol" } };
+    if (bonds.checked) style.stick = { radius: 0.12, colorscheme: "Jmol" };
     viewer.setStyle({}, style);
     viewer.addUnitCell(model, { box: { color: "black" } });
     if (supercell.checked) viewer.replicateUnitCell(2, 2, 2, model);
@@ -73,7 +74,7 @@ function setUpViewer() {
     element.dataset.atoms = String(viewer.selectedAtoms({}).length);
     showLegend(viewer.selectedAtoms({}));
   }
-  function showLegend(atoms) {  // the element colours (3Dmol's default Jmol scheme)
+  function showLegend(atoms) {  // the element colours the style draws with (Jmol's)
     const legend = document.getElementById("legend");
     if (!legend) return;
     const colours = $3Dmol.elementColors.Jmol || {};
