@@ -119,33 +119,12 @@ class Site:
         candidates = self._candidates(campaign_id)
         table = [views.candidate_row(d) for d in candidates]
         references = views.hull_references(self.store, document)
-        hulls = []
-        for stage in views.STAGES:
-            level = next(
-                (
-                    (d.get(stage) or {}).get("level_of_theory")
-                    for d in candidates
-                    if (d.get(stage) or {}).get("level_of_theory")
-                ),
-                None,
-            )
-            reference = references.get(level) if level else None
-            if not isinstance(reference, views.EntryHullReference):
-                continue
-            threshold = (document.get("config") or {}).get("stability_threshold", 0.1)
-            points = [_hull_point(d, stage, threshold) for d in candidates]
-            points = [p for p in points if p.formation_energy_per_atom is not None]
-            title = f"{stage}: {reference.name}"
-            figure = figures.hull_figure(reference, row.chemsys, points, title)
-            hulls.append(
-                {
-                    "stage": stage,
-                    "level": level,
-                    "reference": reference.name,
-                    "n_points": len(points),
-                    "html": _figure_html(figure, f"hull-{stage}"),
-                }
-            )
+        threshold = (document.get("config") or {}).get("stability_threshold", 0.1)
+        hulls = [
+            hull
+            for stage in views.STAGES
+            if (hull := _hull_section(stage, row.chemsys, candidates, references, threshold))
+        ]
         by_level = views.e_above_hull_by_level(table)
         histogram = (
             _figure_html(
@@ -304,6 +283,38 @@ def export(store: ResultsStore, folder: Path) -> int:
         path.write_bytes(content)
         count += 1
     return count
+
+
+def _hull_section(
+    stage: str,
+    chemsys: str,
+    candidates: list[dict[str, Any]],
+    references: dict[str, Any],
+    threshold: float,
+) -> dict[str, Any] | None:
+    """The hull diagram of one stage: its reference at the stage's level of theory with the
+    candidates it placed; ``None`` when the store holds no such reference."""
+    level = next(
+        (
+            (d.get(stage) or {}).get("level_of_theory")
+            for d in candidates
+            if (d.get(stage) or {}).get("level_of_theory")
+        ),
+        None,
+    )
+    reference = references.get(level) if level else None
+    if not isinstance(reference, views.EntryHullReference):
+        return None
+    points = [_hull_point(d, stage, threshold) for d in candidates]
+    points = [p for p in points if p.formation_energy_per_atom is not None]
+    figure = figures.hull_figure(reference, chemsys, points, f"{stage}: {reference.name}")
+    return {
+        "stage": stage,
+        "level": level,
+        "reference": reference.name,
+        "n_points": len(points),
+        "html": _figure_html(figure, f"hull-{stage}"),
+    }
 
 
 def _hull_point(document: dict[str, Any], stage: str, threshold: float) -> figures.HullPoint:
