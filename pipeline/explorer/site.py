@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.explorer import figures, views
+from pipeline.results_view import space_group
 from pipeline.store import ResultsStore
 
 STATIC_FILES = ("3Dmol-min.js", "3Dmol-LICENSE.txt", "explorer.js", "explorer.css")
@@ -162,7 +163,7 @@ class Site:
             document=document,
             row=views.candidate_row(document),
             stages=views.stage_views(document),
-            space_group=_space_group(structure),
+            space_group=space_group(document),
             lattice=structure.lattice,
             cif=_cif(structure),
             provenance=json.dumps(document.get("provenance") or {}, indent=1, default=str),
@@ -337,16 +338,6 @@ def _best_structure(document: dict[str, Any]) -> Any:
 
     ranked = views.ranked_stage(document)
     return Structure.from_dict(ranked.get("structure") or document["structure"])
-
-
-def _space_group(structure: Any) -> str:
-    from pipeline.results_view import SYMPREC
-
-    try:
-        symbol, number = structure.get_space_group_info(symprec=SYMPREC)
-    except Exception:  # noqa: BLE001 - spglib fails on broken cells; the page still renders
-        return "?"
-    return f"{symbol} ({number})"
 
 
 def _cif(structure: Any) -> str:

@@ -119,13 +119,7 @@ def stage_views(document: dict[str, Any]) -> list[StageView]:
         result = document.get(stage) or {}
         if not result.get("status"):
             continue
-        coverage = result.get("hull_coverage") or ""
-        if isinstance(coverage, dict):
-            coverage = coverage.get("label", "")
-        elif coverage.startswith("{"):  # stored as JSON text by older campaigns
-            import json
-
-            coverage = json.loads(coverage).get("label", coverage)
+        coverage = result.get("hull_coverage") or {}  # HullCoverage.to_dict() (StageResult)
         views.append(
             StageView(
                 stage=stage,
@@ -134,7 +128,7 @@ def stage_views(document: dict[str, Any]) -> list[StageView]:
                 energy_per_atom=result.get("energy_per_atom"),
                 e_above_hull=result.get("e_above_hull"),
                 hull_reference=result.get("hull_reference") or result.get("hull_message") or "",
-                hull_coverage=coverage,
+                hull_coverage=coverage.get("label", "") if isinstance(coverage, dict) else "",
                 rmsd=result.get("rmsd"),
                 n_steps=result.get("n_steps"),
                 properties=result.get("properties") or {},
