@@ -340,11 +340,18 @@ def run_benchmark(
     store: ResultsStore,
     runner: Runner | None = None,
     say: Callable[[str], None] = print,
+    *,
+    save: bool = True,
+    started: float | None = None,
 ) -> dict[str, Any]:
     """Advance every system (run or submit its campaigns), score those whose campaigns all
     finished, and save the benchmark document in the store after each system (a run stopped
-    half-way leaves the systems it scored); returns the document."""
-    started = time.perf_counter()
+    half-way leaves the systems it scored); returns the document.
+
+    ``save=False`` saves nothing (a ``--jobs`` child process: the parent scores the whole
+    benchmark); ``started`` is the ``time.perf_counter()`` the recorded seconds count from.
+    """
+    started = time.perf_counter() if started is None else started
     runner = runner or local_runner(store)
     settings = SUNSettings()
     shared = preset.shared()
@@ -387,7 +394,8 @@ def run_benchmark(
         partial = {**document, "results": document["results"] + later}
         partial.update(updated_at=datetime.now(UTC).isoformat(timespec="seconds"))
         partial["seconds"] = time.perf_counter() - started
-        store.save_benchmark(partial)
+        if save:
+            store.save_benchmark(partial)
         if position == len(systems) - 1:
             document = partial
     return document

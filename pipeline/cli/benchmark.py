@@ -7,6 +7,7 @@ store, so the benchmark resumes and runs on FireWorks (``--launchpad``) as well 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -68,6 +69,17 @@ def benchmark_chemsys(
             "(e.g. while another process or FireWorks workers run the rest).",
         ),
     ] = False,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            help="Run the systems in this many local processes at once (every N-th system "
+            "each, one core each), then score them all.",
+        ),
+    ] = 1,
+    no_document: Annotated[
+        bool, typer.Option("--no-document", hidden=True, help="A --jobs child: save no report.")
+    ] = False,
 ) -> None:
     """MatterGen vs random structure search vs substitution on Table D3's systems (Fig. 3)."""
     from evaluation.discovery.report import write_chemsys_report
@@ -93,6 +105,11 @@ def benchmark_chemsys(
         campaign = {**settings.campaign, "checkpoint": str(checkpoint)}
         settings = settings.model_copy(update={"campaign": campaign})
     location = launchpad_location(launchpad) if launchpad else None
+    if jobs < 1:
+        raise fail(f"--jobs {jobs}: must be at least 1")
+    if jobs > 1 and (location or score_only):
+        used = "--launchpad" if location else "--score-only"
+        raise fail(f"--jobs {jobs}: runs the systems here, so it cannot go with {used}")
     output_folder(results, "--results")
     try:
         check_benchmark(chosen, settings, check_dft_here=location is None)
@@ -101,6 +118,12 @@ def benchmark_chemsys(
     from flows.progress import show_progress
     from pipeline.launchpad import LaunchPadError
 
+    started = time.perf_counter()
+    failed = []
+    if jobs > 1 and len(chosen) > 1:
+        names = [s.name for s in chosen]
+        failed = _run_in_processes(names, jobs, preset, store, results, checkpoint)
+        score_only = True  # the children ran every campaign; score them all here
     with show_progress(), opened_store(store, create=not score_only) as opened:
         if score_only:
             runner = ScoreOnly(opened)
@@ -109,9 +132,13 @@ def benchmark_chemsys(
         else:
             runner = local_runner(opened)
         try:
-            document = run_benchmark(chosen, settings, opened, runner, say=typer.echo)
+            document = run_benchmark(
+                chosen, settings, opened, runner, typer.echo, save=not no_document, started=started
+            )
         except (ValueError, LaunchPadError, *bad_input_errors()) as error:
             raise fail(str(error)) from None
+    if no_document:
+        return
     written = write_chemsys_report(document, results)
     scored, pending = len(document["results"]), len(document["pending"])
     typer.echo(
@@ -120,6 +147,40 @@ def benchmark_chemsys(
     )
     if pending:
         typer.echo("  run the same command again to resume the unscored systems")
+    if failed:
+        raise typer.Exit(code=1)
+
+
+def _run_in_processes(
+    names: list[str],
+    jobs: int,
+    preset: str,
+    store: Path,
+    results: Path,
+    checkpoint: Path | None,
+) -> list[str]:
+    """Run ``benchmark chemsys`` on every ``jobs``-th system in ``jobs`` child processes on
+    one store; returns one line per child that failed (its systems stay pending)."""
+    from pipeline.benchmarks.processes import partition, run_processes
+
+    with opened_store(store, create=True):
+        pass  # created once here, not by two children at the same moment
+    parts = partition(names, jobs)
+    typer.echo(f"benchmark: {len(names)} systems in {len(parts)} processes")
+
+    def argv_for(part: list[str]) -> list[str]:
+        argv = ["benchmark", "chemsys", "--systems", ",".join(part), "--preset", preset]
+        argv += ["--store", str(store), "--results", str(results), "--no-document"]
+        return argv + (["--checkpoint", str(checkpoint)] if checkpoint else [])
+
+    failed = [
+        f"process {k + 1} ({','.join(ended.systems)}) exited with code {ended.returncode}"
+        for k, ended in enumerate(run_processes(argv_for, parts, say=typer.echo))
+        if ended.returncode != 0
+    ]
+    for line in failed:
+        typer.secho(f"error: {line}", err=True, fg=typer.colors.RED)
+    return failed
 
 
 @benchmark_app.command("property")

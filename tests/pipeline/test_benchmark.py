@@ -1,5 +1,6 @@
-"""``crystalforge benchmark chemsys``: the tiny preset end to end, its resume, its bad input,
-and the same benchmark run by FireWorks workers.
+"""``crystalforge benchmark chemsys``: the tiny preset end to end (its systems in two
+processes, ``--jobs 2``), its resume (in one process), its bad input, and the same benchmark
+run by FireWorks workers.
 
 The tiny preset's numbers mean nothing (a few candidates, 25 relaxation steps); what is
 specified here is the protocol: three methods per system, RSS in two rounds with tuned
@@ -32,9 +33,29 @@ def tiny(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("benchmark")
     options = ["--systems", SYSTEMS, "--preset", "tiny", "--store", str(folder / "store")]
     options += ["--results", str(folder / "results")]
-    first = run(*options)
+    first = run(*options, "--jobs", "2")
     assert first.exit_code == 0, first.output
     return {"folder": folder, "options": options, "output": first.output}
+
+
+def test_jobs_runs_every_nth_system_in_its_own_process_and_scores_them_all_once(tiny):
+    output = tiny["output"]
+    assert "benchmark: 2 systems in 2 processes" in output
+    assert re.search(r"^\[1/2\] benchmark: Li-Pr-Te mattergen", output, re.M)
+    assert re.search(r"^\[2/2\] benchmark: Br-Pb-Rh mattergen", output, re.M)
+    assert not re.search(r"^\[1/2\] benchmark: Br-Pb-Rh", output, re.M)
+    # the parent scores both (stored() checks that only its document was saved)
+    assert re.search(r"^benchmark: Li-Pr-Te scored", output, re.M)
+    assert "2 of 2 systems scored" in output
+
+
+def test_partition_gives_each_process_every_nth_system():
+    from pipeline.benchmarks.processes import partition
+
+    assert partition(["a", "b", "c", "d", "e"], 2) == [["a", "c", "e"], ["b", "d"]]
+    assert partition(["a", "b"], 4) == [["a"], ["b"]]
+    with pytest.raises(ValueError, match="at least 1"):
+        partition(["a"], 0)
 
 
 def stored(folder: Path) -> tuple[dict, list[dict]]:
@@ -129,6 +150,8 @@ def test_score_only_runs_nothing_and_scores_what_finished(tiny, tmp_path):
         (["--systems", "table-d3:most"], "unknown group 'most'"),
         (["--preset", "huge"], "--preset huge: unknown preset 'huge'"),
         (["--systems", "Am-O"], "Am-O (mattergen): Am in Am-O: no known elemental phase"),
+        (["--jobs", "0"], "--jobs 0: must be at least 1"),
+        (["--jobs", "2", "--score-only"], "--jobs 2: runs the systems here, so it cannot go"),
     ],
 )
 def test_bad_input_is_one_line_and_creates_no_store(tmp_path, options, message):
