@@ -218,6 +218,36 @@ def _lattice_attempts_capped(limit: int) -> Iterator[None]:
         del random_crystal.lattice_attempts
 
 
+@contextmanager
+def _image_check_tolerance_shared() -> Iterator[None]:
+    """pyxtal's Wyckoff merging checks periodic images with one shared default tolerance
+    matrix while inside, instead of building a new one per call.
+
+    pyxtal (1.1) calls ``check_images(..., tol=tol)`` from ``symmetry.Wyckoff_position.merge``
+    without ``tm``, and ``check_images`` then builds ``Tol_matrix(prototype="atomic")`` (a
+    ~100 x 100 matrix in Python loops) that the given ``tol`` makes unused: 47 % of a
+    Bi-Cu-Pb-S round-2 draw (profiled). Passing the matrix changes nothing the check returns,
+    so draws stay identical; ``tests/flows/test_generators.py`` checks both.
+    """
+    import pyxtal.symmetry as symmetry
+    from pyxtal.operations import check_images
+    from pyxtal.tolerance import Tol_matrix
+
+    if symmetry.check_images is not check_images:  # already shared (a nested call)
+        yield
+        return
+    default = Tol_matrix(prototype="atomic")
+
+    def shared(*args: Any, tm: Any = None, **kwargs: Any) -> bool:
+        return check_images(*args, tm=default if tm is None else tm, **kwargs)
+
+    symmetry.check_images = shared
+    try:
+        yield
+    finally:
+        symmetry.check_images = check_images
+
+
 def _draw_structure(
     rng: np.random.Generator,
     elements: tuple[str, ...],
@@ -361,7 +391,7 @@ def generate_rss(
 
     records: list[CrystalRecord] = []
     failures: list[str] = []
-    with _lattice_attempts_capped(lattice_attempts):
+    with _lattice_attempts_capped(lattice_attempts), _image_check_tolerance_shared():
         for index in range(n_candidates):
             record_id = f"rss-{seed}-{index}"
             rng = np.random.default_rng([seed, index])

@@ -338,6 +338,23 @@ def test_pyxtal_lattice_attempts_are_capped_inside_rss_and_restored_after():
         generate_rss("Li-O", 1, seed=0, lattice_attempts=0)
 
 
+def test_rss_shares_pyxtals_image_check_tolerance_and_draws_exactly_the_same(monkeypatch):
+    import contextlib
+
+    import pyxtal.symmetry
+    from pyxtal.operations import check_images
+
+    with rss_module._image_check_tolerance_shared():
+        assert pyxtal.symmetry.check_images is not check_images  # the guard still takes
+    assert pyxtal.symmetry.check_images is check_images  # pyxtal untouched afterwards
+    tuned = {"Li-Li": 2.6, "Li-O": 1.9, "O-O": 2.5}  # round-2 style: many Wyckoff merges
+    shared = generate_rss("Li-O", 3, seed=5, pair_minsep=tuned)
+    monkeypatch.setattr(rss_module, "_image_check_tolerance_shared", contextlib.nullcontext)
+    built_per_call = generate_rss("Li-O", 3, seed=5, pair_minsep=tuned)
+    assert [r.structure for r in shared.records] == [r.structure for r in built_per_call.records]
+    assert [r.properties for r in shared.records] == [r.properties for r in built_per_call.records]
+
+
 def test_substitution_enumerating_all_maps_reaches_systems_the_lambda_model_cannot():
     assert generate_substitutions("Li-Pr-Te", max_candidates=8) == []  # no charge-balanced map
     records = generate_substitutions("Li-Pr-Te", max_candidates=8, enumerate_all=True, seed=1)
