@@ -23,7 +23,7 @@ from maggma.stores import MontyStore
 from monty.json import MSONable
 from montydb import MontyClient
 
-from pipeline.compat.maggma import MONTY_CONFIG_LOCK
+from pipeline.compat.maggma import monty_config_locked, serialise_monty_connect
 
 DATABASE_NAME = "crystalforge"
 CANDIDATE_INDEXES = ("campaign_id", "candidate_id", "sun", "stable", "novel", "e_above_hull")
@@ -49,8 +49,9 @@ def _create_table(store: Any) -> None:
     if not isinstance(store, MontyStore) or store.database_path == ":memory:":
         return
     # A client of our own (public MontyDB API) on the files the connected store configured;
-    # it reads the storage config file, which another thread's connect may be rewriting.
-    with MONTY_CONFIG_LOCK, MontyClient(store.database_path) as client:
+    # it reads the storage config file, which another thread's or process's connect may be
+    # rewriting.
+    with monty_config_locked(store.database_path), MontyClient(store.database_path) as client:
         database = client[store.database_name]
         if store.collection_name not in database.list_collection_names():
             database.create_collection(store.collection_name)
@@ -156,6 +157,7 @@ class ResultsStore(MSONable):
     def connect(self) -> ResultsStore:
         """Open every collection, create the embedded ones' tables, and make sure the candidate
         indexes exist."""
+        serialise_monty_connect()  # threads of a worker, processes of `benchmark --jobs`
         self.jobs.connect()
         self.campaigns.connect()
         self.candidates.connect()

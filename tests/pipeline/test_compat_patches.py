@@ -73,6 +73,29 @@ def test_monty_connect_is_serialised_and_still_connects(tmp_path):
         assert store.count() == 1
 
 
+def test_monty_connect_is_serialised_between_processes(tmp_path):
+    """Processes connecting to one embedded store at the same moment (the children of
+    `benchmark chemsys --jobs`) never read its storage config half-written."""
+    import subprocess
+    import sys
+
+    script = f"""
+from pipeline.store import ResultsStore
+for attempt in range(15):
+    store = ResultsStore.embedded({str(tmp_path / "store")!r}).connect()
+    store.close()
+print("ok")
+"""
+    children = [
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                         stderr=subprocess.STDOUT)
+        for _ in range(3)
+    ]  # fmt: skip
+    outputs = [child.communicate(timeout=240)[0] for child in children]
+    assert all(out.strip().endswith("ok") for out in outputs), outputs
+    assert (tmp_path / "store" / maggma_compat.LOCK_FILE).is_file()
+
+
 def test_fireworks_patches_in_a_fresh_process(tmp_path):
     # fireworks reads MONGOMOCK_SERVERSTORE_FILE at import: keep it out of this process
     script = f"""
