@@ -193,13 +193,35 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _finished(store: ResultsStore, uuid: str) -> bool:
-    """The job's latest output is in the store (a replaced job counts once its last part is)."""
+def _references(value: Any) -> Iterator[str]:
+    """The job uuids of the unresolved ``OutputReference`` documents inside ``value``."""
+    if isinstance(value, dict):
+        if value.get("@class") == "OutputReference" and "uuid" in value:
+            yield value["uuid"]
+        else:
+            for item in value.values():
+                yield from _references(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _references(item)
+
+
+def job_finished(store: ResultsStore, uuid: str, _seen: set[str] | None = None) -> bool:
+    """The job's latest output is in the store, and so is every output it refers to.
+
+    A replaced job (the pre-relaxation hands its shards to a new flow) stores, under its own
+    uuid, a reference to the new flow's output; that reference can be stored before the flow
+    ran. A campaign killed in between must run the job again on resume, not skip it and fail
+    later on a reference to an output that never came (seen in the benchmark).
+    """
     docs = list(store.jobs.query({"uuid": uuid}, properties=["index", "output"]))
     if not docs:
         return False
-    latest = max(docs, key=lambda d: d["index"])
-    return latest.get("output") is not None
+    output = max(docs, key=lambda d: d["index"]).get("output")
+    if output is None:
+        return False
+    seen = (_seen or set()) | {uuid}
+    return all(ref in seen or job_finished(store, ref, seen) for ref in _references(output))
 
 
 def drop_finished_jobs(flow: Flow, store: ResultsStore) -> list[str]:
@@ -207,7 +229,7 @@ def drop_finished_jobs(flow: Flow, store: ResultsStore) -> list[str]:
 
     Their outputs are still what later jobs reference: references resolve from the store.
     """
-    finished = [i for i, job in enumerate(flow.jobs) if _finished(store, job.uuid)]
+    finished = [i for i, job in enumerate(flow.jobs) if job_finished(store, job.uuid)]
     reused = [flow.jobs[i].name for i in finished]
     if len(finished) == len(flow.jobs):
         flow.output = None  # nothing left to run; the output is the stored score
@@ -482,9 +504,10 @@ def run_campaign(
         # a failing job does not stop the others (a DFT failure is that candidate's alone)
         with failed_jobs.watching():
             run_locally(flow, store=store.jobs, allow_external_references=True, log=verbose)
-    score = store.jobs.get_output(output_uuid, load=True) if _finished(store, output_uuid) else None
+    finished = job_finished(store, output_uuid)
+    score = store.jobs.get_output(output_uuid, load=True) if finished else None
     if score is None:
-        unfinished = [j.name for j in flow.jobs if not _finished(store, j.uuid)]
+        unfinished = [j.name for j in flow.jobs if not job_finished(store, j.uuid)]
         failure = failed_jobs.first() or (
             f"job '{unfinished[0]}' did not finish" if unfinished else "a job did not finish"
         )

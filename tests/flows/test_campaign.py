@@ -389,6 +389,28 @@ def test_a_failed_job_is_named_with_its_error_in_the_campaign(inputs, monkeypatc
     assert "(Au-Cu): failed" in status.output and "failure: job 'generate' failed" in status.output
 
 
+def test_a_replaced_job_whose_new_flow_never_ran_is_not_finished(tmp_path):
+    """Killed after the pre-relaxation stored its reference to the shards' merged output but
+    before the merge ran: on resume the pre-relaxation runs again instead of being skipped."""
+    from pipeline.campaign import job_finished
+
+    store = ResultsStore.embedded(tmp_path / "store").connect()
+    reference = {"@module": "jobflow.core.reference", "@class": "OutputReference",
+                 "@version": None, "uuid": "merge", "attributes": []}  # fmt: skip
+    store.jobs.docs_store.update(
+        [
+            {"uuid": "prerelax", "index": 1, "output": None},
+            {"uuid": "prerelax", "index": 2, "output": reference},
+        ],
+        key=["uuid", "index"],
+    )
+    assert not job_finished(store, "prerelax")
+    store.jobs.docs_store.update([{"uuid": "merge", "index": 1, "output": {"n": 3}}], key="uuid")
+    assert job_finished(store, "prerelax") and job_finished(store, "merge")
+    assert not job_finished(store, "never-ran")
+    store.close()
+
+
 def test_a_campaign_killed_inside_a_shard_resumes_after_its_last_finished_relaxation(
     tmp_path, monkeypatch
 ):
