@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -343,14 +343,18 @@ def run_benchmark(
     *,
     save: bool = True,
     started: float | None = None,
+    carried: Mapping[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Advance every system (run or submit its campaigns), score those whose campaigns all
     finished, and save the benchmark document in the store after each system (a run stopped
     half-way leaves the systems it scored); returns the document.
 
     ``save=False`` saves nothing (a ``--jobs`` child process: the parent scores the whole
-    benchmark); ``started`` is the ``time.perf_counter()`` the recorded seconds count from.
+    benchmark); ``started`` is the ``time.perf_counter()`` the recorded seconds count from;
+    ``carried`` (:func:`carried_scores`) holds systems scored by an earlier run of the same
+    preset on another store: they are taken as they are, not run again.
     """
+    carried = carried or {}
     started = time.perf_counter() if started is None else started
     runner = runner or local_runner(store)
     settings = SUNSettings()
@@ -373,22 +377,11 @@ def run_benchmark(
     }
     scored = {r["chemsys"]: r for r in previous.get("results", [])}
     for position, system in enumerate(systems):
-        run = advance_system(system, preset, store, runner, say)
-        score = score_run(run, preset, store, index, settings, complete)
-        if score is None:
-            document["pending"].append(
-                {
-                    "chemsys": system.name,
-                    "campaigns": run.campaigns,
-                    "waiting": run.waiting,
-                    "failures": run.failures,
-                }
-            )
-            why = "; ".join(run.failures + run.waiting)
-            say(f"benchmark: {system.name} not scored yet ({why})")
+        if system.name in carried:
+            document["results"].append(carried[system.name])
+            say(f"benchmark: {system.name} carried from {carried[system.name]['carried_from']}")
         else:
-            document["results"].append(score)
-            say(f"benchmark: {system.name} scored: " + _one_line(score))
+            _advance_and_score(system, document, preset, store, runner, say, index, complete)
         # the systems not reached yet keep their earlier score, if any, until they are
         later = [scored[s.name] for s in systems[position + 1 :] if s.name in scored]
         partial = {**document, "results": document["results"] + later}
@@ -399,6 +392,62 @@ def run_benchmark(
         if position == len(systems) - 1:
             document = partial
     return document
+
+
+def _advance_and_score(
+    system: BenchmarkSystem,
+    document: dict[str, Any],
+    preset: ChemsysPreset,
+    store: ResultsStore,
+    runner: Runner,
+    say: Callable[[str], None],
+    index: Any,
+    complete: Any,
+) -> None:
+    """Run ``system``'s campaigns that are ready, and add its score (or why it has none) to
+    ``document``."""
+    run = advance_system(system, preset, store, runner, say)
+    score = score_run(run, preset, store, index, SUNSettings(), complete)
+    if score is None:
+        document["pending"].append(
+            {
+                "chemsys": system.name,
+                "campaigns": run.campaigns,
+                "waiting": run.waiting,
+                "failures": run.failures,
+            }
+        )
+        why = "; ".join(run.failures + run.waiting)
+        say(f"benchmark: {system.name} not scored yet ({why})")
+    else:
+        document["results"].append(score)
+        say(f"benchmark: {system.name} scored: " + _one_line(score))
+
+
+def carried_scores(document: dict[str, Any], preset: ChemsysPreset) -> dict[str, dict[str, Any]]:
+    """The per-system scores of an earlier run's ``chemsys.json``, by system, each marked
+    ``carried_from`` with that run's benchmark id and date.
+
+    A laptop cannot hold a 27-system run in one sitting on one store; the scores are
+    self-contained (each system's combined hull is its own), so a later run of the same
+    preset may take them instead of running those systems again.
+
+    Raises
+    ------
+    ValueError
+        ``document`` is not a chemical-system benchmark, or was run with other budgets.
+    """
+    if document.get("kind") != "chemsys" or not isinstance(document.get("results"), list):
+        raise ValueError("not a chemsys.json of `benchmark chemsys`")
+    ours = json.loads(json.dumps(preset.model_dump(), default=str))
+    if document.get("preset") != ours:
+        theirs = document.get("preset", {}).get("name", "?")
+        raise ValueError(f"its run used the {theirs} preset's budgets, not {preset.name}'s")
+    origin = f"{document.get('benchmark_id')} ({document.get('updated_at', '?')})"
+    return {
+        r["chemsys"]: {**r, "carried_from": r.get("carried_from", origin)}
+        for r in document["results"]
+    }
 
 
 def _one_line(score: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -77,6 +77,14 @@ def benchmark_chemsys(
             "each, one core each), then score them all.",
         ),
     ] = 1,
+    carry: Annotated[
+        Path | None,
+        typer.Option(
+            "--carry",
+            help="chemsys.json of an earlier run of the same preset (another store, another "
+            "day): take its scored systems as they are instead of running them again.",
+        ),
+    ] = None,
     no_document: Annotated[
         bool, typer.Option("--no-document", hidden=True, help="A --jobs child: save no report.")
     ] = False,
@@ -105,6 +113,7 @@ def benchmark_chemsys(
         campaign = {**settings.campaign, "checkpoint": str(checkpoint)}
         settings = settings.model_copy(update={"campaign": campaign})
     location = launchpad_location(launchpad) if launchpad else None
+    carried = _carried(carry, settings) if carry else {}
     if jobs < 1:
         raise fail(f"--jobs {jobs}: must be at least 1")
     if jobs > 1 and (location or score_only):
@@ -120,8 +129,9 @@ def benchmark_chemsys(
 
     started = time.perf_counter()
     failed = []
-    if jobs > 1 and len(chosen) > 1:
-        names = [s.name for s in chosen]
+    to_run = [s.name for s in chosen if s.name not in carried]
+    if jobs > 1 and len(to_run) > 1:
+        names = to_run
         failed = _run_in_processes(names, jobs, preset, store, results, checkpoint)
         score_only = True  # the children ran every campaign; score them all here
     with show_progress(), opened_store(store, create=not score_only) as opened:
@@ -133,7 +143,14 @@ def benchmark_chemsys(
             runner = local_runner(opened)
         try:
             document = run_benchmark(
-                chosen, settings, opened, runner, typer.echo, save=not no_document, started=started
+                chosen,
+                settings,
+                opened,
+                runner,
+                typer.echo,
+                save=not no_document,
+                started=started,
+                carried=carried,
             )
         except (ValueError, LaunchPadError, *bad_input_errors()) as error:
             raise fail(str(error)) from None
@@ -149,6 +166,20 @@ def benchmark_chemsys(
         typer.echo("  run the same command again to resume the unscored systems")
     if failed:
         raise typer.Exit(code=1)
+
+
+def _carried(path: Path, settings: Any) -> dict[str, dict[str, Any]]:
+    """The scored systems of ``--carry path``; a bad file exits 2 naming it."""
+    import json
+
+    from pipeline.benchmarks.chemsys import carried_scores
+
+    try:
+        document = json.loads(path.read_text())
+        return carried_scores(document, settings)
+    except (OSError, ValueError, AttributeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise fail(f"--carry {path}: {reason}") from None
 
 
 def _run_in_processes(

@@ -128,6 +128,28 @@ def test_running_again_reuses_every_campaign_and_gives_the_same_scores(tiny):
     assert [r["methods"] for r in document["results"]] == [r["methods"] for r in first["results"]]
 
 
+def test_carry_takes_an_earlier_runs_scores_instead_of_running_those_systems(tiny, tmp_path):
+    earlier = tiny["folder"] / "results" / "chemsys.json"
+    first = json.loads(earlier.read_text())
+    systems = ["--systems", SYSTEMS, "--preset", "tiny", "--results", str(tmp_path / "r")]
+    carried = run(*systems, "--carry", str(earlier), "--store", str(tmp_path / "s"))
+    assert carried.exit_code == 0, carried.output
+    assert f"benchmark: Li-Pr-Te carried from {first['benchmark_id']}" in carried.output
+    assert not re.search(r"^benchmark: \S+ (mattergen|rss|substitution)", carried.output, re.M)
+    again = json.loads((tmp_path / "r" / "chemsys.json").read_text())
+    assert [r["methods"] for r in again["results"]] == [r["methods"] for r in first["results"]]
+
+    other = tmp_path / "laptop.json"
+    other.write_text(json.dumps({**first, "preset": {**first["preset"], "name": "laptop"}}))
+    for path, message in [
+        (other, "its run used the laptop preset's budgets, not tiny's"),
+        (tmp_path / "none.json", "No such file or directory"),
+    ]:
+        refused = run(*systems, "--carry", str(path), "--store", str(tmp_path / "new"))
+        assert refused.exit_code == 2 and f"--carry {path}: {message}" in refused.output
+        assert not (tmp_path / "new").exists()
+
+
 def test_score_only_runs_nothing_and_scores_what_finished(tiny, tmp_path):
     systems = ["--systems", "Li-Pr-Te,Br-Pb-Rh,O-Sr-V", "--preset", "tiny"]
     store = ["--store", str(tiny["folder"] / "store"), "--results", str(tmp_path / "r")]
