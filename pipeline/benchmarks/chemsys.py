@@ -381,7 +381,8 @@ def run_benchmark(
             document["results"].append(carried[system.name])
             say(f"benchmark: {system.name} carried from {carried[system.name]['carried_from']}")
         else:
-            _advance_and_score(system, document, preset, store, runner, say, index, complete)
+            scorer = (index, settings, complete)
+            _advance_and_score(system, document, preset, store, runner, say, scorer)
         # the systems not reached yet keep their earlier score, if any, until they are
         later = [scored[s.name] for s in systems[position + 1 :] if s.name in scored]
         partial = {**document, "results": document["results"] + later}
@@ -401,13 +402,13 @@ def _advance_and_score(
     store: ResultsStore,
     runner: Runner,
     say: Callable[[str], None],
-    index: Any,
-    complete: Any,
+    scorer: tuple[Any, SUNSettings, Any],
 ) -> None:
     """Run ``system``'s campaigns that are ready, and add its score (or why it has none) to
-    ``document``."""
+    ``document``; ``scorer`` is ``score_run``'s novelty index, settings and completeness."""
     run = advance_system(system, preset, store, runner, say)
-    score = score_run(run, preset, store, index, SUNSettings(), complete)
+    index, settings, complete = scorer
+    score = score_run(run, preset, store, index, settings, complete)
     if score is None:
         document["pending"].append(
             {

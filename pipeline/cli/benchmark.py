@@ -131,8 +131,7 @@ def benchmark_chemsys(
     failed = []
     to_run = [s.name for s in chosen if s.name not in carried]
     if jobs > 1 and len(to_run) > 1:
-        names = to_run
-        failed = _run_in_processes(names, jobs, preset, store, results, checkpoint)
+        failed = _run_in_processes(to_run, jobs, preset, store, results, checkpoint)
         score_only = True  # the children ran every campaign; score them all here
     with show_progress(), opened_store(store, create=not score_only) as opened:
         if score_only:
