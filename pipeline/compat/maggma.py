@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 try:
@@ -37,23 +37,17 @@ def monty_config_locked(database_path: str) -> Iterator[None]:
     """Hold the MontyDB storage config at ``database_path`` against other threads (an RLock)
     and other processes (``flock`` on :data:`LOCK_FILE` there), reentrantly."""
     global _depth
-    with MONTY_CONFIG_LOCK:
-        if _depth or database_path == ":memory:" or fcntl is None:
-            _depth += 1
-            try:
-                yield
-            finally:
-                _depth -= 1
-            return
-        folder = Path(database_path)
-        folder.mkdir(parents=True, exist_ok=True)  # as connect's set_storage would
-        with open(folder / LOCK_FILE, "a") as handle:
+    with MONTY_CONFIG_LOCK, ExitStack() as held:
+        if not (_depth or database_path == ":memory:" or fcntl is None):
+            folder = Path(database_path)
+            folder.mkdir(parents=True, exist_ok=True)  # as connect's set_storage would
+            handle = held.enter_context(open(folder / LOCK_FILE, "a"))
             fcntl.flock(handle, fcntl.LOCK_EX)  # released when the handle closes
-            _depth += 1
-            try:
-                yield
-            finally:
-                _depth -= 1
+        _depth += 1
+        try:
+            yield
+        finally:
+            _depth -= 1
 
 
 def serialise_monty_connect() -> None:

@@ -19,6 +19,7 @@ from evaluation.discovery.combined import (
 )
 from evaluation.discovery.report import (
     aggregate,
+    markdown_groups,
     markdown_table,
     markdown_versus_paper,
     mean_interval,
@@ -225,10 +226,17 @@ def test_mean_interval_is_the_student_t_interval_of_the_mean():
     assert mean_interval([5.0])["low"] is None  # one system: no interval
 
 
-def result(chemsys: str, exploration: str, rates: dict[str, tuple[int, int]]) -> dict:
+def result(chemsys: str, exploration: str, rates: dict[str, tuple[int, ...]]) -> dict:
+    """``rates``: per method (S.U.N., final[, S.U.N. also on the known hull (default: all)])."""
     methods = {
-        m: {"n_final": n, "n_sun": k, "sun_rate": k / n, "n_on_hull": k, "n_sun_known_hull": k}
-        for m, (k, n) in rates.items()
+        m: {
+            "n_final": n,
+            "n_sun": k,
+            "sun_rate": k / n,
+            "n_on_hull": k,
+            "n_sun_known_hull": confirmed[0] if confirmed else k,
+        }
+        for m, (k, n, *confirmed) in rates.items()
     }
     return {
         "chemsys": chemsys,
@@ -279,6 +287,37 @@ def test_the_paper_claim_is_checked_per_group_leader_tie_and_interval():
     table = markdown_versus_paper(list(rows.values()))
     assert "| well | 3 | mattergen | yes | yes |" in table
     assert "| not | 2 | rss | no | no |" in table
+
+
+def test_the_paper_claim_is_judged_again_on_the_structures_the_known_hull_confirms():
+    # RSS leads on the combined hull, but its S.U.N. structures sit where the reference lacks
+    # the known phases: against those, MatterGen's hold and RSS's do not.
+    results = [
+        result("O-Sr-V", "well", {"mattergen": (2, 4, 2), "rss": (4, 4, 0)}),
+        result("Mn-O-Se", "well", {"mattergen": (1, 4, 1), "rss": (3, 4, 1)}),
+    ]
+    methods = ["mattergen", "rss"]
+    aggregated = aggregate(results, methods)
+    well = aggregated["exploration"]["well"]
+    assert well["rss"]["sun_rate"]["mean"] == pytest.approx(87.5)
+    assert well["rss"]["sun_known_hull_rate"]["mean"] == pytest.approx(12.5)
+    assert well["mattergen"]["sun_known_hull_rate"]["mean"] == pytest.approx(37.5)
+    (row,) = [r for r in versus_paper(aggregated, methods) if r["group"] == "well"]
+    assert row["leaders"] == ["rss"] and not row["mattergen_leads"]
+    assert row["known_hull"]["leaders"] == ["mattergen"] and row["known_hull"]["mattergen_leads"]
+    assert "| well | 2 | rss | no | no | mattergen | yes | no |" in markdown_versus_paper([row])
+    assert "12.5 %" in markdown_groups(aggregated, methods)
+
+
+def test_systems_without_the_known_hull_check_leave_that_rate_undefined():
+    unchecked = result("O-Sr-V", "well", {"mattergen": (1, 2), "rss": (1, 2)})
+    for score in unchecked["methods"].values():
+        score["n_sun_known_hull"] = None
+    aggregated = aggregate([unchecked], ["mattergen", "rss"])
+    assert aggregated["exploration"]["well"]["rss"]["sun_known_hull_rate"]["n"] == 0
+    (row, _) = versus_paper(aggregated, ["mattergen", "rss"])
+    assert row["known_hull"] is None
+    assert "| well | 1 | mattergen, rss | tied | no | – | – | – |" in markdown_versus_paper([row])
 
 
 def test_hits_per_budget_count_the_window_and_leave_outliers_and_failures_out():
