@@ -25,7 +25,8 @@ Conventions
   incomplete reference makes every hull, and so every "stable", optimistic. Where a second,
   complete hull can take the final stage's energies (``check_hull``: the DFT hull of every
   known MP-20 near-hull phase, MLFF energies mapped to its scale and labelled so), each S.U.N.
-  structure is also placed on it, and ``n_sun_known_hull`` counts those stable there too.
+  structure is also placed on it, and ``n_sun_known_hull`` counts those stable there too,
+  but not the ones far below it (those are flagged, not confirmed).
 """
 
 from __future__ import annotations
@@ -243,9 +244,9 @@ def score_system(
     settings
         What the verdicts mean (stability threshold, matcher, ...).
     check_hull
-        A complete hull that also places the final stage's energies (labelled): S.U.N.
-        structures stable there too are counted in ``n_sun_known_hull``; it also judges
-        which structures are suspiciously far below the known phases (``n_far_below``).
+        A complete hull that also places the final stage's energies (labelled): it judges
+        which structures are suspiciously far below the known phases (``n_far_below``), and
+        the S.U.N. structures stable there but not far below are ``n_sun_known_hull``.
     """
     elements = chemsys_elements(chemsys)
     for method, structures in finals.items():
@@ -280,8 +281,10 @@ def score_system(
             checked = _check(check_hull, final) if check_hull else None
             if checked is not None:
                 check_label = checked.label
-                if verdict.sun:
-                    score.n_sun_known_hull += checked.is_stable(settings.stability_threshold)
+                if verdict.sun:  # far below the known phases is suspect, not confirmed
+                    score.n_sun_known_hull += checked.is_stable(settings.stability_threshold) and (
+                        checked.e_above_hull >= -FAR_BELOW
+                    )
             lowest = checked.e_above_hull if checked is not None else below
             score.n_far_below += lowest < -FAR_BELOW
             if verdict.sun:

@@ -397,7 +397,8 @@ def write_chemsys_report(document: dict[str, Any], folder: Path) -> list[Path]:
         "also within the stability threshold of the DFT hull of every known MP-20 near-hull "
         "phase (MLFF energies mapped to its scale; a cross-level check, labelled as such). "
         '"far below known hull ⚠": final structures more than 0.2 eV/atom below that hull of '
-        "the known phases, too good to take on trust (an MLFF artefact is likelier).",
+        "the known phases, too good to take on trust (an MLFF artefact is likelier), and so "
+        'not counted "on known hull".',
         "",
         markdown_table(results, methods),
         markdown_groups(aggregated, methods),
