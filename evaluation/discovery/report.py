@@ -26,6 +26,7 @@ COLOURS = {
     REFERENCE: "#7f7f7f",
 }
 ARITIES = {3: "ternary", 4: "quaternary", 5: "quinary"}
+_NONE = {"mean": None}  # a rate an older document did not hold
 
 
 def save_figure(fig: Any, path: Path, **options: Any) -> list[Path]:
@@ -150,9 +151,6 @@ def _fmt(stat: dict[str, Any], suffix: str = "") -> str:
     return text
 
 
-_NONE = {"mean": None}  # a rate an older document did not hold
-
-
 def markdown_groups(aggregated: dict[str, Any], methods: Sequence[str]) -> str:
     """Fig. 3a–d as tables: mean S.U.N. rate and mean structures on the combined hull per
     group, with 95 % intervals."""
@@ -197,16 +195,22 @@ def _leading(row: dict[str, Any], methods: Sequence[str], rate: str) -> dict[str
         and ours["low"] is not None
         and all(r["high"] is not None and ours["low"] > r["high"] for r in others)
     )
-    return {"leaders": leaders, "mattergen_leads": leaders == ["mattergen"], "separated": separated}
+    mattergen_leads = leaders == ["mattergen"]
+    return {
+        "leaders": leaders,
+        "mattergen_leads": mattergen_leads,
+        "verdict": "yes" if mattergen_leads else "tied" if "mattergen" in leaders else "no",
+        "separated": separated,
+    }
 
 
 def versus_paper(aggregated: dict[str, Any], methods: Sequence[str]) -> list[dict[str, Any]]:
     """Fig. 3's claim checked per group: the paper's MatterGen has the highest S.U.N. rate in
     every group. For each group: the method(s) with the highest mean rate, whether MatterGen
-    alone leads, and whether its 95 % interval lies above every other method's (``separated``;
-    with a handful of structures per system it rarely does). ``known_hull`` holds the same for
-    the rate of S.U.N. structures also stable against the known phases' DFT hull (``None``
-    where no system of the group had that check)."""
+    alone leads (``verdict``: yes, tied or no), and whether its 95 % interval lies above every
+    other method's (``separated``; with a handful of structures per system it rarely does).
+    ``known_hull`` holds the same for the rate of S.U.N. structures also stable against the
+    known phases' DFT hull (``None`` where no system of the group had that check)."""
     rows = []
     for grouping, groups in aggregated.items():
         for group, row in groups.items():
@@ -228,9 +232,8 @@ def versus_paper(aggregated: dict[str, Any], methods: Sequence[str]) -> list[dic
 def _verdict(leading: dict[str, Any] | None) -> tuple[str, str, str]:
     if leading is None:
         return "–", "–", "–"
-    mattergen = leading["mattergen_leads"]
-    verdict = "yes" if mattergen else "tied" if "mattergen" in leading["leaders"] else "no"
-    return ", ".join(leading["leaders"]), verdict, "yes" if leading["separated"] else "no"
+    separated = "yes" if leading["separated"] else "no"
+    return ", ".join(leading["leaders"]), leading["verdict"], separated
 
 
 def markdown_versus_paper(rows: Sequence[dict[str, Any]]) -> str:

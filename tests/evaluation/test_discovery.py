@@ -306,6 +306,7 @@ def test_the_paper_claim_is_judged_again_on_the_structures_the_known_hull_confir
     (row,) = [r for r in versus_paper(aggregated, methods) if r["group"] == "well"]
     assert row["leaders"] == ["rss"] and not row["mattergen_leads"]
     assert row["known_hull"]["leaders"] == ["mattergen"] and row["known_hull"]["mattergen_leads"]
+    assert (row["verdict"], row["known_hull"]["verdict"]) == ("no", "yes")
     assert "| well | 2 | rss | no | no | mattergen | yes | no |" in markdown_versus_paper([row])
     assert "12.5 %" in markdown_groups(aggregated, methods)
 
