@@ -26,7 +26,6 @@ COLOURS = {
     REFERENCE: "#7f7f7f",
 }
 ARITIES = {3: "ternary", 4: "quaternary", 5: "quinary"}
-_NONE = {"mean": None}  # a rate an older document did not hold
 
 
 def save_figure(fig: Any, path: Path, **options: Any) -> list[Path]:
@@ -173,7 +172,7 @@ def markdown_groups(aggregated: dict[str, Any], methods: Sequence[str]) -> str:
         for group, row in groups.items():
             cells = [group, str(len(row["systems"]))]
             cells += [_fmt(row[m]["sun_rate"], " %") for m in methods]
-            cells += [_fmt(row[m].get("sun_known_hull_rate") or _NONE, " %") for m in methods]
+            cells += [_fmt(row[m]["sun_known_hull_rate"], " %") for m in methods]
             cells += [_fmt(row[m]["on_hull"]) for m in (*methods, REFERENCE)]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -182,7 +181,7 @@ def markdown_groups(aggregated: dict[str, Any], methods: Sequence[str]) -> str:
 def _leading(row: dict[str, Any], methods: Sequence[str], rate: str) -> dict[str, Any] | None:
     """The method(s) with the highest mean ``rate`` in a group, whether MatterGen alone leads,
     and whether its 95 % interval lies above every other method's."""
-    rates = {m: row[m][rate] for m in methods if (row[m].get(rate) or _NONE)["mean"] is not None}
+    rates = {m: row[m][rate] for m in methods if row[m][rate]["mean"] is not None}
     if not rates:
         return None
     best = max(r["mean"] for r in rates.values())
@@ -292,9 +291,7 @@ def plot_groups(aggregated: dict[str, Any], methods: Sequence[str], path: Path) 
             positions = np.arange(len(names)) + (i - (len(series) - 1) / 2) * width
             ax.bar(positions, means, width, label=method, color=COLOURS.get(method), yerr=errors)
             if metric == "sun_rate":  # the part the known phases' hull confirms, hatched
-                confirmed = [
-                    (groups[g][method].get("sun_known_hull_rate") or _NONE)["mean"] for g in names
-                ]
+                confirmed = [groups[g][method]["sun_known_hull_rate"]["mean"] for g in names]
                 ax.bar(
                     positions,
                     [c or 0.0 for c in confirmed],
